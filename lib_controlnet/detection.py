@@ -1,0 +1,144 @@
+"""What is this state dict? A pure, table-driven answer from key names and tensor shapes.
+
+`detect(shapes)` never looks at file names or tensor values. It returns the file's format (which
+conversion makes it ldm-layout), the model kind, the SD family and the network's architecture.
+Formats we recognise but do not run yet get an error that says so; unknown dicts get an error that
+lists every format we know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+from .conversion.diffusers_controlnet import DIFFUSERS_CONTROLNET_MARKER, diffusers_to_ldm_names
+from .conversion.difference import DIFFERENCE_MARKER
+from .errors import ModelFileError
+from .networks.arch import ControlNetArch, arch_from_shapes
+
+Shapes = Mapping[str, tuple[int, ...]]
+LDM_PREFIX = "control_model."
+
+
+@dataclass(frozen=True)
+class FormatRule:
+    name: str
+    matches: Callable[[Shapes], bool]
+    supported: bool = True
+    description: str = ""
+    kind: str = "controlnet"  # the model kind (model_kinds.BUILDERS) that runs this format
+
+
+def _has(*keys: str) -> Callable[[Shapes], bool]:
+    return lambda s: all(k in s for k in keys)
+
+
+def _any_contains(fragment: str) -> Callable[[Shapes], bool]:
+    return lambda s: any(fragment in k for k in s)
+
+
+# Checked in order; the first match wins. Keys are already stripped of the `control_model.` prefix.
+FORMAT_RULES: tuple[FormatRule, ...] = (
+    FormatRule("control-lora", _has("lora_controlnet"), False, "Stability Control-LoRA"),
+    FormatRule("sparsectrl", _any_contains("motion_modules."), False, "AnimateDiff SparseCtrl"),
+    FormatRule("controlnet-union", _any_contains("control_add_embedding."), False, "ControlNet Union / ProMax"),
+    FormatRule("diffusers-controlnet", _has(DIFFUSERS_CONTROLNET_MARKER), True, "diffusers ControlNetModel"),
+    FormatRule("t2i-adapter", lambda s: any(k.startswith(("adapter.", "body.")) for k in s) or "conv_in.weight" in s,
+               False, "T2I-Adapter"),
+    FormatRule("ip-adapter", lambda s: any(k.startswith(("ip_adapter", "image_proj")) for k in s), False,
+               "IP-Adapter"),
+    FormatRule("controllllite", _any_contains("lllite"), False, "ControlLLLite"),
+    FormatRule("ldm-controlnet-difference", _has(DIFFERENCE_MARKER, "input_hint_block.0.weight"), True,
+               "original ControlNet stored as a difference to the base UNet"),
+    FormatRule("ldm-controlnet", _has("input_hint_block.0.weight", "zero_convs.0.0.weight"), True,
+               "original (ldm) ControlNet"),
+)
+
+
+@dataclass(frozen=True)
+class FamilyRule:
+    family: str
+    matches: Callable[[ControlNetArch], bool]
+    heads: dict  # how the attention heads split for this family (published configs)
+
+
+# SD1 ControlNets split attention into 8 heads (cldm_v15.yaml); SD2 (cldm_v21.yaml) and SDXL use 64-wide heads.
+FAMILY_RULES: tuple[FamilyRule, ...] = (
+    FamilyRule("sdxl", lambda a: a.adm_in_channels is not None, {"head_dim": 64}),
+    FamilyRule("sd2", lambda a: a.context_dim == 1024 or a.linear_projection, {"head_dim": 64}),
+    FamilyRule("sd1", lambda a: True, {"num_heads": 8}),
+)
+
+SDXL_VARIANTS = (("full", 10), ("mid", 1), ("small", 0))
+
+
+@dataclass(frozen=True)
+class Detection:
+    format: str
+    kind: str
+    family: str
+    arch: ControlNetArch
+    key_map: dict[str, str]  # source key -> ldm key, for every tensor the network takes
+    prefix: str = ""
+    is_difference: bool = False
+
+    @property
+    def variant(self) -> str:
+        """SDXL 'full'/'mid'/'small' by its deepest transformer; '' for SD1/SD2."""
+        if self.family != "sdxl":
+            return ""
+        depth = max((b.attention_depth or 0 for b in self.arch.input_blocks if hasattr(b, "attention_depth")),
+                    default=0)
+        return next((name for name, d in SDXL_VARIANTS if depth >= d), "small")
+
+
+def strip_prefix(shapes: Shapes) -> tuple[Shapes, str]:
+    """Original v1.0 files carry `control_model.` (and sometimes a whole SD checkpoint beside it)."""
+    if any(k.startswith(LDM_PREFIX) for k in shapes):
+        return {k[len(LDM_PREFIX):]: v for k, v in shapes.items() if k.startswith(LDM_PREFIX)}, LDM_PREFIX
+    return shapes, ""
+
+
+def detect(shapes: Shapes, config: Mapping | None = None) -> Detection:
+    stripped, prefix = strip_prefix(shapes)
+    if DIFFERENCE_MARKER in shapes:  # the marker sits beside the prefixed keys
+        stripped = {**stripped, DIFFERENCE_MARKER: shapes[DIFFERENCE_MARKER]}
+    rule = next((r for r in FORMAT_RULES if r.matches(stripped)), None)
+    if rule is None:
+        known = "; ".join(f"{r.name} ({r.description})" for r in FORMAT_RULES)
+        sample = ", ".join(sorted(shapes)[:5])
+        raise ModelFileError(
+            f"not a recognised control model ({len(shapes)} keys, e.g. {sample}). Recognised formats: {known}"
+        )
+    if not rule.supported:
+        raise ModelFileError(f"recognised as {rule.description} ({rule.name}), which is not supported yet")
+
+    if rule.name == "diffusers-controlnet":
+        key_map = {prefix + k: v for k, v in diffusers_to_ldm_names(stripped).items()}
+    else:
+        key_map = {prefix + k: k for k in stripped if k != DIFFERENCE_MARKER}
+    ldm_shapes = {key_map[k]: shapes[k] for k in key_map}
+    arch = arch_from_shapes(ldm_shapes)
+    family_rule = next(r for r in FAMILY_RULES if r.matches(arch))
+    arch = replace(arch, **_heads_from_config(config, arch) or family_rule.heads)
+    return Detection(
+        format=rule.name,
+        kind=rule.kind,
+        family=family_rule.family,
+        arch=arch,
+        key_map=key_map,
+        prefix=prefix,
+        is_difference=rule.name == "ldm-controlnet-difference",
+    )
+
+
+def _heads_from_config(config: Mapping | None, arch: ControlNetArch) -> dict | None:
+    """diffusers configs state heads per level (`num_attention_heads`, or legacy `attention_head_dim`)."""
+    if not config:
+        return None
+    heads = config.get("num_attention_heads") or config.get("attention_head_dim")
+    if heads is None:
+        return None
+    if isinstance(heads, int):
+        return {"num_heads": heads}
+    return {"heads_per_level": tuple(int(h) for h in heads)}

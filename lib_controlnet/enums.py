@@ -1,0 +1,60 @@
+"""User-facing choices, with the exact strings the reference extension uses in payloads and infotexts."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from .errors import InputError
+
+
+class _Choice(str, Enum):
+    """A string enum that parses its value, its int index (legacy payloads) and a few aliases."""
+
+    @classmethod
+    def _aliases(cls) -> dict[str, str]:
+        return {}
+
+    @classmethod
+    def parse(cls, value, *, unit: int | None = None, field: str | None = None):
+        if isinstance(value, cls):
+            return value
+        members = list(cls)
+        if isinstance(value, bool):
+            pass  # bool is an int subclass; never a valid choice
+        elif isinstance(value, int) and 0 <= value < len(members):
+            return members[value]
+        elif isinstance(value, str):
+            text = cls._aliases().get(value, value)
+            for member in members:
+                if text == member.value or text.lower() == member.value.lower() or text == member.name:
+                    return member
+        allowed = ", ".join(repr(m.value) for m in members)
+        raise InputError(f"{value!r} is not one of {allowed}", unit=unit, field=field or cls.__name__)
+
+
+class ControlMode(_Choice):
+    BALANCED = "Balanced"
+    PROMPT = "My prompt is more important"
+    CONTROL = "ControlNet is more important"
+
+
+class HiResFixOption(_Choice):
+    BOTH = "Both"
+    LOW_RES_ONLY = "Low res only"
+    HIGH_RES_ONLY = "High res only"
+
+
+class ResizeMode(_Choice):
+    RESIZE = "Just Resize"
+    INNER_FIT = "Crop and Resize"
+    OUTER_FIT = "Resize and Fill"
+
+    @classmethod
+    def _aliases(cls) -> dict[str, str]:
+        # Names older clients (Deforum, the reference before 1.1) still send.
+        return {
+            "Inner Fit (Scale to Fit)": "Crop and Resize",
+            "Scale to Fit (Inner Fit)": "Crop and Resize",
+            "Outer Fit (Shrink to Fit)": "Resize and Fill",
+            "Envelope (Outer Fit)": "Resize and Fill",
+        }

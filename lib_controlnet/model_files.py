@@ -1,0 +1,112 @@
+"""Reading model files into state dicts, safely.
+
+- `.safetensors`: read straight into tensors (no pickle, one copy of the data).
+- `.pth/.ckpt/.pt/.bin`: `torch.load(weights_only=True)` only; a pickle that needs arbitrary globals
+  (code execution) is refused with an error naming the file, and nothing in it runs.
+- a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`/`.bin`): the weights plus the config.
+Anything else is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import ModelFileError, NotFoundError, UnsafeFileError
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+MODEL_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
+DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+@dataclass
+class RawModel:
+    """A state dict as read from disk, with what we know about where it came from."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    config: dict = field(default_factory=dict)  # diffusers config.json, when the file came with one
+
+
+def read_model(path: str | os.PathLike) -> RawModel:
+    path = Path(path)
+    if not path.exists():
+        raise NotFoundError(f"model file not found: {path}")
+    if path.is_dir():
+        return _read_diffusers_folder(path)
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return RawModel(path, read_safetensors(path))
+    if suffix in PICKLE_SUFFIXES:
+        return RawModel(path, read_pickle_weights(path))
+    raise ModelFileError(
+        f"{path.name}: unsupported file type '{suffix}' (expected one of {', '.join(MODEL_SUFFIXES)})"
+    )
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path.name}: not a readable safetensors file ({e})") from e
+
+
+def read_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
+    """torch.load restricted to tensors and plain containers; never executes code from the file."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
+    except pickle.UnpicklingError as e:
+        raise UnsafeFileError(
+            f"{path.name}: refused to load, the file needs arbitrary code to unpickle "
+            f"(convert it to .safetensors). Detail: {str(e).splitlines()[0]}"
+        ) from e
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise ModelFileError(f"{path.name}: not a readable PyTorch weights file ({e})") from e
+    return _unwrap_state_dict(obj, path)
+
+
+def _is_zip(path: Path) -> bool:
+    # mmap needs the zip container of torch>=1.6 saves; old tar/legacy pickles are read normally.
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
+    # Lightning checkpoints wrap the weights in {"state_dict": ...}; some tools use {"model": ...}.
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict) and not _all_tensors(obj):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ModelFileError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ModelFileError(f"{path.name}: holds no tensors")
+    return tensors
+
+
+def _all_tensors(d: dict) -> bool:
+    return all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def _read_diffusers_folder(path: Path) -> RawModel:
+    config_path = path / "config.json"
+    weights = next((path / n for n in DIFFUSERS_WEIGHT_NAMES if (path / n).exists()), None)
+    if not config_path.exists() or weights is None:
+        raise ModelFileError(
+            f"{path.name}: a model folder must hold config.json and one of {', '.join(DIFFUSERS_WEIGHT_NAMES)}"
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{path.name}/config.json: not valid JSON ({e})") from e
+    raw = read_model(weights)
+    return RawModel(path, raw.state_dict, config)

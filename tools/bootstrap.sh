@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Creates .venv with everything the tests and benchmarks need, on a fresh machine, offline from all but PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# torch first, from the exact CPU wheel: a bare "torch" requirement elsewhere would resolve to a CUDA build.
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -r requirements-dev.txt
+# ldm's UNetModel, the reference implementation the hook is tested on; its declared deps would pull CUDA torch.
+.venv/bin/pip install -q --no-deps stable-diffusion-sdkit==2.1.5
+.venv/bin/python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
