@@ -63,7 +63,8 @@ def hook_state(module):
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
     unet = ldm_unet(SD_LIKE_UNET, seed=5)
-    path = save_state_dict(controlnet_state_dict_from_unet(unet, seed=6), tmp_path_factory.mktemp("cn") / "cn.safetensors")
+    sd = controlnet_state_dict_from_unet(unet, seed=6)
+    path = save_state_dict(sd, tmp_path_factory.mktemp("cn") / "cn.safetensors")
     model = load_control_model(path)
     g = torch.Generator().manual_seed(7)
     x = torch.randn(2, 4, 16, 16, generator=g)
@@ -83,7 +84,8 @@ def residuals(model, x, hint, t, ctx, scales, rows=None):
     return outs
 
 
-def run(unet, units, x, t, ctx, info=CallInfo()):
+def run(unet, units, x, t, ctx, info=None):
+    info = info or CallInfo()
     with torch.no_grad(), ControlHook(unet, units, lambda *a: info).applied() as hook:
         return unet(x, t, ctx), hook.runs
 
@@ -249,7 +251,8 @@ def test_removal_restores_the_unet_exactly_also_after_an_error(sd):
     def failing_info(*_):
         raise RuntimeError("sampler interrupted")
 
-    with pytest.raises(RuntimeError, match="interrupted"), ControlHook(unet, [BoundUnit(model, hint)], failing_info).applied():
+    hook = ControlHook(unet, [BoundUnit(model, hint)], failing_info)
+    with pytest.raises(RuntimeError, match="interrupted"), hook.applied():
         unet(x, t, ctx)
     assert hook_state(unet) == before
     assert all(torch.equal(v, params[k]) for k, v in unet.state_dict().items())
@@ -300,10 +303,12 @@ def test_context_replacement_from_the_host(sd):
 def test_sdxl_layout_has_ten_injection_points(tmp_path):
     unet = ldm_unet(SDXL_LAYOUT_UNET, seed=8)
     assert len(unet.input_blocks) == 9
-    model = load_control_model(save_state_dict(controlnet_state_dict_from_unet(unet, seed=9), tmp_path / "xl.safetensors"))
+    sd = controlnet_state_dict_from_unet(unet, seed=9)
+    model = load_control_model(save_state_dict(sd, tmp_path / "xl.safetensors"))
     assert model.num_outputs == 10
     g = torch.Generator().manual_seed(1)
-    x, ctx, hint = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 3, 64, generator=g), torch.rand(1, 3, 128, 128)
+    x, ctx = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 3, 64, generator=g)
+    hint = torch.rand(1, 3, 128, 128, generator=g)
     t = torch.tensor([500.0, 500.0])
     soft10 = SOFT[:10]  # the reference's SDXL rule: the first 10 values of the SD1.5 list
     with torch.no_grad():

@@ -51,7 +51,10 @@ def sdxl(tmp_path_factory):
     return model, d
 
 
-@pytest.mark.parametrize("layout", ["diffusers", "tiny_sd15_ldm.safetensors", "diffusers/diffusion_pytorch_model.safetensors"])
+SINGLE_DIFFUSERS_FILE = "diffusers/diffusion_pytorch_model.safetensors"
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "tiny_sd15_ldm.safetensors", SINGLE_DIFFUSERS_FILE])
 def test_sd15_like_matches_diffusers(sd15, layout):
     model, d = sd15
     _, x, hint, t, context = inputs(SD15_LIKE)
@@ -68,7 +71,7 @@ def test_sd15_like_matches_diffusers(sd15, layout):
         assert rel_err(a, b) <= 1e-5, (i, rel_err(a, b))
 
 
-@pytest.mark.parametrize("layout", ["diffusers", "tiny_sdxl_ldm.safetensors", "diffusers/diffusion_pytorch_model.safetensors"])
+@pytest.mark.parametrize("layout", ["diffusers", "tiny_sdxl_ldm.safetensors", SINGLE_DIFFUSERS_FILE])
 def test_sdxl_like_matches_diffusers(sdxl, layout):
     model, d = sdxl
     g, x, hint, t, context = inputs(SDXL_LIKE)

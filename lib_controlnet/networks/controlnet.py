@@ -35,7 +35,9 @@ class ControlNet(nn.Module):
             if i:
                 hint_layers.append(nn.SiLU())
             hint_layers.append(
-                nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel, stride=conv.stride, padding=conv.kernel // 2)
+                nn.Conv2d(
+                    conv.in_channels, conv.out_channels, conv.kernel, stride=conv.stride, padding=conv.kernel // 2
+                )
             )
         self.input_hint_block = TimestepSequential(*hint_layers)
 
