@@ -1,6 +1,6 @@
 """Reading model files into state dicts, safely.
 
-- `.safetensors`: read straight into tensors (no pickle, one copy of the data).
+- `.safetensors`: read straight into tensors (no pickle, no mmap, one copy of the data).
 - `.pth/.ckpt/.pt/.bin`: `torch.load(weights_only=True)` only; a pickle that needs arbitrary globals
   (code execution) is refused with an error naming the file, and nothing in it runs.
 - a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`/`.bin`): the weights plus the config.
@@ -50,13 +50,48 @@ def read_model(path: str | os.PathLike) -> RawModel:
     )
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+_MAX_HEADER = 100 * 2**20
 
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read every tensor straight from the file into its own memory: one copy, no pickle, no mmap.
+
+    Not memory-mapped on purpose: a model file replaced or truncated on disk while loaded would
+    otherwise change the weights under us or kill the process with SIGBUS.
+    """
     try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header_len = int.from_bytes(f.read(8), "little")
+            if not 0 < header_len <= min(_MAX_HEADER, size - 8):
+                raise ValueError("bad header length")
+            header = json.loads(f.read(header_len))
+            data_start = 8 + header_len
+            entries = sorted(
+                ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
+            )
+            tensors = {}
+            for name, info in entries:
+                begin, end = (int(o) for o in info["data_offsets"])
+                dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+                shape = [int(d) for d in info["shape"]]
+                count = 1
+                for d in shape:
+                    count *= d
+                if not 0 <= begin <= end <= size - data_start or end - begin != count * dtype.itemsize:
+                    raise ValueError(f"tensor '{name}' has inconsistent offsets")
+                buffer = torch.empty(end - begin, dtype=torch.uint8)
+                f.seek(data_start + begin)
+                if end > begin and f.readinto(memoryview(buffer.numpy())) != end - begin:
+                    raise ValueError(f"tensor '{name}' is truncated")
+                tensors[name] = buffer.view(dtype).reshape(shape)
+            return tensors
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise ModelFileError(f"{path.name}: not a readable safetensors file ({e})") from e
 
 

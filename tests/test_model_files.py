@@ -167,3 +167,31 @@ def test_parameters_are_the_tensors_read_from_the_file(tiny, monkeypatch):
     model = load_control_model(path)
     params = dict(model.net.named_parameters())
     assert params and all(params[k.removeprefix("control_model.")].data_ptr() == v.data_ptr() for k, v in seen.items())
+
+
+def test_our_safetensors_reader_matches_the_library_and_rejects_truncation(tmp_path):
+    from safetensors.torch import load_file
+
+    from lib_controlnet.model_files import read_safetensors
+
+    g = torch.Generator().manual_seed(3)
+    tensors = {
+        "f32": torch.randn(3, 4, generator=g),
+        "f16": torch.randn(5, generator=g).half(),
+        "bf16": torch.randn(2, 2, generator=g).bfloat16(),
+        "i64": torch.arange(6).reshape(2, 3),
+        "u8": torch.randint(0, 255, (7,), dtype=torch.uint8, generator=g),
+        "flag": torch.tensor([True, False]),
+        "scalar": torch.tensor(1.5),
+        "empty": torch.zeros(0, 3),
+    }
+    path = tmp_path / "all.safetensors"
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    ours, theirs = read_safetensors(path), load_file(str(path))
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert ours[k].dtype == theirs[k].dtype and torch.equal(ours[k], theirs[k]), k
+    data = path.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-3])
+    with pytest.raises(ModelFileError, match="cut.safetensors"):
+        read_safetensors(tmp_path / "cut.safetensors")

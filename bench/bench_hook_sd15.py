@@ -1,0 +1,109 @@
+"""Cost of the hook on a full-size SD1.5 UNet: time per UNet call as a ratio to the call with no unit.
+
+fp32 on the CPU, 64x64 latent, batch 2 (one cond row, one uncond row). Configurations are interleaved
+round by round so that machine noise hits them alike; each figure is the median over rounds, divided by
+the no-unit median of the same run. Printed beside the FLOP ratio from torch.utils.flop_counter and the
+issue's targets:
+    Balanced            <= 1.02 x (1 + F_cn/F_unet)
+    ControlNet priority <= 1.02 x (1 + 0.5 F_cn/F_unet)   (the ControlNet runs on the cond row only)
+    outside its range   <= 1.01
+Usage: python bench/bench_hook_sd15.py [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.sd15_models import save_sd15_controlnet, sd15_unet  # noqa: E402
+from lib_controlnet import BoundUnit, CallInfo, ControlHook, ControlMode, load_control_model  # noqa: E402
+
+
+def flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    unet = sd15_unet(seed=0)
+    with tempfile.TemporaryDirectory() as d:
+        model = load_control_model(save_sd15_controlnet(Path(d) / "cn_sd15.safetensors", seed=1))
+    model.to(dtype=torch.float32)
+    print(f"UNet {sum(p.numel() for p in unet.parameters()) / 1e6:.1f} M params, "
+          f"ControlNet {sum(p.numel() for p in model.net.parameters()) / 1e6:.1f} M params")
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 64, 64, generator=g)
+    t = torch.tensor([500.0, 500.0])
+    ctx = torch.randn(2, 77, 768, generator=g)
+    hint = torch.rand(1, 3, 512, 512, generator=g)
+    info = CallInfo(cond_rows=(0,), fraction=0.5)
+
+    def unit(**kw):
+        return BoundUnit(model, hint, **kw)
+
+    configs = {
+        "no unit": [],
+        "Balanced": [unit()],
+        "My prompt is more important": [unit(control_mode=ControlMode.PROMPT)],
+        "ControlNet is more important": [unit(control_mode=ControlMode.CONTROL)],
+        "outside its range (end 0.4)": [unit(guidance_end=0.4)],
+        "two units (Balanced x2)": [unit(), unit(weight=0.5)],
+    }
+
+    with torch.no_grad():
+        f_unet = flops(lambda: unet(x, t, ctx))
+        f_cn = flops(lambda: model(x, hint, t, ctx))
+    r = f_cn / f_unet
+    print(f"FLOPs per call (batch 2): UNet {f_unet / 1e12:.3f} T, ControlNet {f_cn / 1e12:.3f} T, ratio {r:.3f}")
+
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    with torch.no_grad():
+        unet(x, t, ctx)  # warm-up
+        for rnd in range(args.rounds):
+            for name, units in configs.items():
+                hook = ControlHook(unet, units, lambda *a: info)
+                with hook.applied():
+                    start = time.perf_counter()
+                    unet(x, t, ctx)
+                    times[name].append(time.perf_counter() - start)
+            print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(f"{n}={v[-1]:.2f}s" for n, v in times.items()),
+                  flush=True)
+
+    base = statistics.median(times["no unit"])
+    targets = {
+        "Balanced": 1.02 * (1 + r),
+        "My prompt is more important": 1.02 * (1 + r),
+        "ControlNet is more important": 1.02 * (1 + 0.5 * r),
+        "outside its range (end 0.4)": 1.01,
+        "two units (Balanced x2)": 1.02 * (1 + 2 * r),
+    }
+    print(f"\n{'configuration':34s} {'median s':>9s} {'ratio':>7s} {'FLOP ratio':>11s} {'target':>8s}")
+    flop_ratio = {"no unit": 1.0, "Balanced": 1 + r, "My prompt is more important": 1 + r,
+                  "ControlNet is more important": 1 + r / 2, "outside its range (end 0.4)": 1.0,
+                  "two units (Balanced x2)": 1 + 2 * r}
+    for name, values in times.items():
+        med = statistics.median(values)
+        target = targets.get(name)
+        verdict = "" if target is None else ("  ok" if med / base <= target else "  OVER")
+        print(f"{name:34s} {med:9.2f} {med / base:7.3f} {flop_ratio[name]:11.3f} "
+              f"{'' if target is None else f'{target:8.3f}'}{verdict}")
+
+
+if __name__ == "__main__":
+    main()
