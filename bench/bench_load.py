@@ -61,8 +61,9 @@ def main() -> None:
     print(f"file: {size / 2**20:.0f} MiB fp16, {best['params'] / 1e6:.1f} M params, family {best['family']}, "
           f"loaded as {best['dtype']}")
     for i, r in enumerate(runs, 1):
-        print(f"run {i}: {r['seconds']:.2f} s loaded, {r['ready']:.2f} s to first residuals, RSS growth {r['rss_growth'] / 2**20:.0f} MiB "
-              f"= {r['rss_growth'] / size:.3f} x file size")
+        growth = r["rss_growth"]
+        print(f"run {i}: {r['seconds']:.2f} s loaded, {r['ready']:.2f} s to first residuals, "
+              f"RSS growth {growth / 2**20:.0f} MiB = {growth / size:.3f} x file size")
     worst = max(r["rss_growth"] / size for r in runs)
     print(f"worst RSS growth ratio {worst:.3f} (target <= 1.1): {'ok' if worst <= 1.1 else 'OVER'}")
 

@@ -20,9 +20,12 @@ class ControlModel:
 
     kind = "controlnet"
 
-    def __init__(self, net: ControlNet, *, family: str, path: Path, format: str, global_average_pooling: bool):
+    def __init__(
+        self, net: ControlNet, *, family: str, path: Path, format: str, global_average_pooling: bool, variant: str = ""
+    ):
         self.net = net.eval().requires_grad_(False)
         self.family = family
+        self.variant = variant  # SDXL "full"/"mid"/"small"
         self.path = path
         self.format = format
         self.global_average_pooling = global_average_pooling

@@ -57,7 +57,9 @@ def build_controlnet(det: Detection, raw: RawModel, base_unet: Mapping[str, torc
     # Content-shuffle models need global average pooling. Nothing in their weights says so: diffusers
     # configs have a flag, original files only their name (the same signal the reference uses).
     gap = bool(raw.config.get("global_pool_conditions")) or "shuffle" in raw.path.stem.lower()
-    return ControlModel(net, family=det.family, path=raw.path, format=det.format, global_average_pooling=gap)
+    return ControlModel(
+        net, family=det.family, path=raw.path, format=det.format, global_average_pooling=gap, variant=det.variant
+    )
 
 
 def _one_float_dtype(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
