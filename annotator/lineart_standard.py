@@ -1,0 +1,28 @@
+"""lineart_standard: dark lines (a pixel darker than its blurred surroundings) as white on black."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .util import apply_padded, gray_to_rgb, hwc3, resize_short_side
+
+BLUR_SIGMA = 6.0
+# The line strength is divided by the median strength of the pixels that are clearly lines (> 8), but never
+# by less than 16, so a flat image stays black instead of amplifying noise.
+LINE_FLOOR = 8.0
+MIN_NORMALISER = 16.0
+MID_GREY = 127.0
+
+
+def _lineart(img: np.ndarray) -> np.ndarray:
+    x = img.astype(np.float32)
+    darkness = np.min(cv2.GaussianBlur(x, (0, 0), BLUR_SIGMA) - x, axis=2).clip(0, 255)
+    lines = darkness[darkness > LINE_FLOOR]
+    normaliser = max(MIN_NORMALISER, float(np.median(lines))) if lines.size else MIN_NORMALISER
+    return (darkness / normaliser * MID_GREY).clip(0, 255).astype(np.uint8)
+
+
+def lineart_standard(image: np.ndarray, resolution: float) -> np.ndarray:
+    img = resize_short_side(hwc3(image), resolution)
+    return gray_to_rgb(apply_padded(img, _lineart))

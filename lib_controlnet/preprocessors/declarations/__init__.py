@@ -1,0 +1,1 @@
+"""Built-in preprocessor declarations: every module here exports a PREPROCESSORS tuple (see registry.py)."""

@@ -1,0 +1,47 @@
+"""Turning request values (processor_res, threshold_a, threshold_b) into the numbers a preprocessor runs with."""
+
+from __future__ import annotations
+
+import math
+
+from lib_controlnet.errors import InputError
+
+from .declaration import Params, Preprocessor, Slider
+
+# The value API clients and the UI send for "use the slider's default".
+DEFAULT_SENTINEL = -1
+
+
+def _resolve(slider: Slider, value, field: str, module: str) -> float:
+    if not slider.visible or not slider.affects_output:
+        return slider.value  # a parameter this module does not have: whatever was sent is irrelevant
+    if value is None or value == DEFAULT_SENTINEL:
+        return slider.value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{slider.label} must be a number, got {value!r}", field=field) from None
+    if not slider.contains(number):
+        # The reference silently swaps an out-of-range value for the default; we say so instead.
+        shown = "nan" if math.isnan(number) else number
+        raise InputError(
+            f"{slider.label} for {module} must be between {slider.minimum:g} and {slider.maximum:g} "
+            f"(or -1 for the default {slider.value:g}), got {shown}",
+            field=field,
+        )
+    return number
+
+
+def resolve_params(preprocessor: Preprocessor, processor_res=DEFAULT_SENTINEL, threshold_a=DEFAULT_SENTINEL,
+                   threshold_b=DEFAULT_SENTINEL, seed: int | None = None,
+                   fields: tuple[str, str, str] = ("processor_res", "threshold_a", "threshold_b")) -> Params:
+    """Params for one call: -1 (or None) means the slider's default; a parameter the module does not have is
+    ignored whatever its value; any other value must lie in the slider's range (InputError naming `fields`)."""
+    name = preprocessor.name
+    resolution = _resolve(preprocessor.resolution, processor_res, fields[0], name)
+    return Params(
+        resolution=int(round(resolution)),
+        slider_1=_resolve(preprocessor.slider_1, threshold_a, fields[1], name),
+        slider_2=_resolve(preprocessor.slider_2, threshold_b, fields[2], name),
+        seed=None if seed is None else int(seed) & 0xFFFFFFFF,
+    )
