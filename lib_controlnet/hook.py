@@ -80,9 +80,13 @@ def _add_residual(base: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
     return base + residual.to(base.dtype)
 
 
+COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 class ControlHook:
     def __init__(self, unet: nn.Module, units: Sequence[BoundUnit], call_info: CallInfoSource | None = None,
-                 *, family: str | None = None):
+                 *, family: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None):
+        """`device`/`dtype`: where and in what precision the control models run; by default the UNet's."""
         for name in ("input_blocks", "middle_block", "output_blocks", "time_embed"):
             if not hasattr(unet, name):
                 raise IncompatibleModelError(f"the host UNet has no '{name}': not an ldm-layout UNet")
@@ -93,7 +97,10 @@ class ControlHook:
         for unit in self.units:
             self._check_compatible(unit, family)
         first = next(unet.parameters())
-        self.placement = Placement(first.device, first.dtype)
+        if dtype is None:
+            # fp8-stored UNets (A1111's fp8 option) compute in fp16; never cast a ControlNet to a storage dtype
+            dtype = first.dtype if first.dtype in COMPUTE_DTYPES else torch.float16
+        self.placement = Placement(device or first.device, dtype)
         self._handles: list = []
         self._stack: list[Residuals] = []
         self.runs = 0  # ControlNet forwards executed (for diagnostics)

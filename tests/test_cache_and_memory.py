@@ -110,3 +110,16 @@ def test_model_takes_the_host_unets_dtype_at_attach(files):
         assert model.dtype == torch.bfloat16
     finally:
         hook.remove()
+
+
+def test_fp8_stored_unet_runs_control_models_in_fp16(files):
+    unet, sd, (a, *_) = files
+    model = ModelCache().get(a)
+    first = next(unet.parameters())
+    original = first.data
+    first.data = original.to(torch.float8_e4m3fn)  # what A1111's fp8 weight storage leaves on the UNet
+    try:
+        hook = ControlHook(unet, [BoundUnit(model, torch.rand(1, 3, 64, 64))])
+        assert hook.placement.dtype == torch.float16
+    finally:
+        first.data = original
