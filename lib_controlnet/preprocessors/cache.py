@@ -27,9 +27,17 @@ class _Entry:
     size: int
 
 
+def _copy(value):
+    return value.copy() if isinstance(value, np.ndarray) else copy.deepcopy(value)  # data: tensors, dicts
+
+
+def _nbytes(value) -> int:
+    return int(getattr(value, "nbytes", 0))
+
+
 def _copy_detection(detection: Detection) -> Detection:
-    copied_map = detection.map.copy()
-    display = copied_map if detection.display is detection.map else detection.display.copy()
+    copied_map = _copy(detection.map)
+    display = copied_map if detection.display is detection.map else _copy(detection.display)
     return Detection(map=copied_map, display=display, pose=copy.deepcopy(detection.pose))
 
 
@@ -62,7 +70,7 @@ class ResultCache:
         if self.max_entries == 0:
             return
         stored = _copy_detection(detection)
-        size = image.nbytes + stored.map.nbytes + (0 if stored.display is stored.map else stored.display.nbytes)
+        size = image.nbytes + _nbytes(stored.map) + (0 if stored.display is stored.map else _nbytes(stored.display))
         if size > self.max_bytes:
             return
         with self._lock:
