@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .util import apply_padded, gray_to_rgb, hwc3, resize_short_side
+from .util import apply_padded, channel_min, gray_to_rgb, hwc3, resize_short_side
 
 BLUR_SIGMA = 6.0
 # The line strength is divided by the median strength of the pixels that are clearly lines (> 8), but never
@@ -17,7 +17,7 @@ MID_GREY = 127.0
 
 def _lineart(img: np.ndarray) -> np.ndarray:
     x = img.astype(np.float32)
-    darkness = np.min(cv2.GaussianBlur(x, (0, 0), BLUR_SIGMA) - x, axis=2).clip(0, 255)
+    darkness = channel_min(cv2.GaussianBlur(x, (0, 0), BLUR_SIGMA) - x).clip(0, 255)
     lines = darkness[darkness > LINE_FLOOR]
     normaliser = max(MIN_NORMALISER, float(np.median(lines))) if lines.size else MIN_NORMALISER
     return (darkness / normaliser * MID_GREY).clip(0, 255).astype(np.uint8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .util import hwc3, resize_short_side
+from .util import hwc3, mask_to_rgb, resize_short_side
 
 # The reference's "canvas scribble mode": an alpha channel that is neither (almost) all transparent nor
 # (almost) all opaque holds strokes, and those strokes are the input rather than the RGB underneath.
@@ -46,6 +46,4 @@ def scribble_sketch(image: np.ndarray, resolution: float, stroke_threshold: floa
     only the bolder strokes."""
     source = canvas_input(image)
     strength = _stroke_strength(resize_short_side(source, resolution))
-    out = np.zeros(strength.shape + (3,), dtype=np.uint8)
-    out[strength > stroke_threshold] = 255
-    return out
+    return mask_to_rgb(strength > stroke_threshold)

@@ -62,6 +62,21 @@ def apply_padded(image: np.ndarray, fn: Callable[[np.ndarray], np.ndarray],
     return np.ascontiguousarray(result[:height, :width])
 
 
+def channel_min(x: np.ndarray) -> np.ndarray:
+    """Per-pixel minimum over the 3 channels; the same as np.min(x, axis=2), several times faster."""
+    return np.minimum(np.minimum(x[:, :, 0], x[:, :, 1]), x[:, :, 2])
+
+
+def channel_max(x: np.ndarray) -> np.ndarray:
+    """Per-pixel maximum over the 3 channels; the same as np.max(x, axis=2), several times faster."""
+    return np.maximum(np.maximum(x[:, :, 0], x[:, :, 1]), x[:, :, 2])
+
+
+def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
+    """A boolean HxW mask as a white-on-black HxWx3 uint8 map."""
+    return gray_to_rgb(mask.view(np.uint8) * np.uint8(255))
+
+
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     """HxW uint8 as HxWx3 (the channel layout every ControlNet hint has)."""
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)

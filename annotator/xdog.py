@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .util import apply_padded, hwc3, resize_short_side
+from .util import apply_padded, channel_min, hwc3, mask_to_rgb, resize_short_side
 
 FINE_SIGMA = 0.5
 COARSE_SIGMA = 5.0
@@ -16,12 +16,10 @@ def _xdog(img: np.ndarray, threshold: float) -> np.ndarray:
     dog = cv2.GaussianBlur(x, (0, 0), COARSE_SIGMA) - cv2.GaussianBlur(x, (0, 0), FINE_SIGMA)
     # Darkest-channel response: positive where a pixel is darker than its surroundings (a line).
     # (255 - x truncated to uint8, subtracted back from 255: the reference's rounding, i.e. ceil.)
-    strength = 255 - (255.0 - np.min(dog, axis=2)).clip(0, 255).astype(np.uint8).astype(np.int32)
+    strength = 255 - (255.0 - channel_min(dog)).clip(0, 255).astype(np.uint8).astype(np.int32)
     # The reference computes 2*strength in uint8 and so wraps around for strength >= 128, dropping some of
     # the strongest lines; we compute in int32 so that a stronger line is never lost.
-    out = np.zeros(img.shape, dtype=np.uint8)
-    out[2 * strength > threshold] = 255
-    return out
+    return mask_to_rgb(2 * strength > threshold)
 
 
 def scribble_xdog(image: np.ndarray, resolution: float, threshold: float) -> np.ndarray:

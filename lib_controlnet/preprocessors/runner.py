@@ -64,7 +64,7 @@ def run_preprocessor(preprocessor: Preprocessor, image: np.ndarray, params: Para
         params = Params(params.resolution, params.slider_1, params.slider_2, None)  # do not split the cache
     prepared = prepare_input(preprocessor, image)
     cache = default_cache() if cache is None else cache
-    cacheable = not (preprocessor.uses_seed and params.seed is None)
+    cacheable = cache.max_entries > 0 and not (preprocessor.uses_seed and params.seed is None)
     key = ResultCache.key(preprocessor.name, prepared, params) if cacheable else None
     if key is not None:
         hit = cache.get(key, prepared)

@@ -77,6 +77,14 @@ def test_recolor_intensity_is_hsv_value(astronaut_rgb):
     assert np.array_equal(out[:, :, 2], astronaut_rgb.max(axis=2))
 
 
+@pytest.mark.parametrize("gamma", [0.37, 1.7])
+def test_recolor_gamma_is_the_reference_per_pixel_formula(astronaut_rgb, gamma):
+    lightness = cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2LAB)[:, :, 0]
+    for fn, channel in ((recolor_luminance, lightness), (recolor_intensity, astronaut_rgb.max(axis=2))):
+        expected = ((channel.astype(np.float32) / 255.0) ** gamma * 255.0).clip(0, 255).astype(np.uint8)
+        assert np.array_equal(fn(astronaut_rgb, gamma)[:, :, 1], expected)
+
+
 @pytest.mark.parametrize("fn", [recolor_luminance, recolor_intensity])
 def test_recolor_gamma_darkens_above_one_and_brightens_below(fn, astronaut_rgb):
     means = [float(fn(astronaut_rgb, g).mean()) for g in (0.5, 1.0, 2.0)]
