@@ -46,12 +46,15 @@ def prune_ends(binary: np.ndarray) -> np.ndarray:
     """Remove, once, every line pixel that ends a line: its neighbours (at most two, touching each other)
     form a single run around it. Isolated pixels go too."""
     fg = np.pad(binary > 127, 1)
-    centre = fg[1:-1, 1:-1]
-    ring = [fg[1 + dy:fg.shape[0] - 1 + dy, 1 + dx:fg.shape[1] - 1 + dx] for dy, dx in _RING]
-    neighbours = np.sum(ring, axis=0)
-    # Number of background-to-line steps going once around the ring: 1 for a line end, >= 2 mid-line.
-    steps = np.sum([(~ring[i]) & ring[(i + 1) % 8] for i in range(8)], axis=0)
-    ends = centre & (neighbours <= 2) & (steps <= 1)
+    height, width = binary.shape
+    ring = [fg[1 + dy:1 + dy + height, 1 + dx:1 + dx + width] for dy, dx in _RING]
+    neighbours = np.zeros(binary.shape, dtype=np.uint8)
+    steps = np.zeros(binary.shape, dtype=np.uint8)
+    for i in range(8):
+        neighbours += ring[i]
+        # Background-to-line steps going once around the ring: 1 for a line end, >= 2 mid-line.
+        steps += ~ring[i] & ring[(i + 1) % 8]
+    ends = fg[1:-1, 1:-1] & (neighbours <= 2) & (steps <= 1)
     out = binary.copy()
     out[ends] = 0
     return out

@@ -66,7 +66,8 @@ def high_quality_resize(detected_map: np.ndarray, size: tuple[int, int]) -> np.n
         if mask is not None:
             mask = cv2.resize(mask, (width, height), interpolation=interpolation)
         if binary:
-            grey = np.mean(resized.astype(np.float32), axis=2).clip(0, 255).astype(np.uint8)
+            # The channel mean, truncated (integer division is exact here and much faster than a float mean).
+            grey = ((resized[:, :, 0].astype(np.uint16) + resized[:, :, 1] + resized[:, :, 2]) // 3).astype(np.uint8)
             if one_pixel_lines:
                 grey = directional_maxima(grey)
                 _, grey = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
