@@ -58,3 +58,30 @@ class ResizeMode(_Choice):
             "Outer Fit (Shrink to Fit)": "Resize and Fill",
             "Envelope (Outer Fit)": "Resize and Fill",
         }
+
+
+# Unit fields the reference declares that the control math does not use; parsed here so a payload naming
+# them is validated like every other field.
+class InputMode(_Choice):
+    SIMPLE = "simple"
+    BATCH = "batch"
+    MERGE = "merge"
+
+
+class PuLIDMode(_Choice):
+    FIDELITY = "Fidelity"
+    STYLE = "Extremely style"
+
+
+class UnionControlType(_Choice):
+    """ControlNet Union/ProMax task; the int index (0..7) is the task id, Unknown sends none."""
+
+    OPENPOSE = "OpenPose"
+    DEPTH = "Depth"
+    SOFT_EDGE = "Soft Edge"
+    HARD_EDGE = "Hard Edge"
+    NORMAL_MAP = "Normal Map"
+    SEGMENTATION = "Segmentation"
+    TILE = "Tile"
+    INPAINT = "Inpaint"
+    UNKNOWN = "Unknown"
