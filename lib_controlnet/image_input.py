@@ -234,8 +234,9 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
         return np.asarray(image.convert("RGBA"))
     if mode.startswith("I") or mode == "F":
         wide = np.asarray(image).astype(np.float64)
-        if wide.size and wide.max() > 255:
-            wide = wide / 257.0  # 16-bit range onto 8 bits
+        # 16-bit files (depth maps) onto 8 bits; a 32-bit "I" image is 16-bit data when it exceeds 8 bits
+        if mode.startswith("I;16") or (wide.size and wide.max() > 255):
+            wide = wide / 257.0
         return np.clip(np.round(wide), 0, 255).astype(np.uint8)
     return np.asarray(image.convert("RGB"))
 

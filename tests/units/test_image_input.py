@@ -192,6 +192,9 @@ def test_palette_16bit_and_grey_alpha_pngs(photo):
     deep = (photo[:, :, 0].astype(np.uint16) * 257)
     [out16] = decode_images(Image.fromarray(deep, mode="I;16"))
     assert np.array_equal(out16[:, :, 0], photo[:, :, 0])
+    dark = Image.fromarray((photo[:, :, 0] // 2).astype(np.uint16), mode="I;16")  # 16-bit, all values < 256
+    [out_dark] = decode_images(dark)
+    assert out_dark[:, :, 0].max() <= 1  # 16-bit scale, not read as 8-bit values
 
 
 # --- effective region mask and what the preprocessor sees ------------------------------------------------
