@@ -99,7 +99,7 @@ def test_sketch_mask_becomes_the_scribble(controlnet_client, astronaut_png_b64):
     ({"controlnet_module": "canny", "controlnet_input_images": []}, 422, "No image selected",
      "controlnet_input_images"),
     ({"controlnet_module": "canny", "controlnet_input_images": ["not base64!"]}, 422,
-     "Invalid encoded image: not base64", "controlnet_input_images[0]"),
+     "Invalid encoded image: not base64 (a file path or URL is never read)", "controlnet_input_images[0]"),
     ({"controlnet_module": "canny", "controlnet_input_images": ["aGVsbG8gd29ybGQ="]}, 422, None,
      "controlnet_input_images[0]"),
     ({"controlnet_module": "canny", "controlnet_input_images": ["https://example.com/cat.png"]}, 422, None,
