@@ -1,0 +1,27 @@
+"""The generation-parameters text A1111 writes into PNGs and returns in `info` ("infotext").
+
+    a photo of a cat
+    Negative prompt: blurry
+    Steps: 20, Sampler: Euler a, CFG scale: 7.0, Seed: 1, Size: 512x512, Model hash: 0123456789, Model: name
+
+Values holding a comma, colon or newline are JSON-quoted (A1111's rule), so the line stays parseable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+
+def quote(value: object) -> str:
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:
+    """`params` in display order; None values are left out."""
+    line = ", ".join(f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
+    negative = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
+    return f"{prompt}{negative}\n{line}"
