@@ -10,3 +10,8 @@ PY=${PYTHON:-python3}
 # ldm's UNetModel, the reference implementation the hook is tested on; its declared deps would pull CUDA torch.
 .venv/bin/pip install -q --no-deps stable-diffusion-sdkit==2.1.5
 .venv/bin/python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
+# The standalone host's pipeline: transformers (CLIP text encoder), diffusers (schedulers), and open_clip for
+# nothing but the CLIP BPE vocabulary file it ships (--no-deps: its dependencies would pull torchvision).
+.venv/bin/pip install -q -r requirements-standalone.txt
+.venv/bin/pip install -q --no-deps open_clip_torch==3.3.0
+.venv/bin/python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
