@@ -1,0 +1,157 @@
+"""From user units to bound units: everything a host does once per generation before sampling.
+
+Per enabled unit, in order: find the preprocessor and the model, read the input images (or the img2img
+init image), crop them like A1111's "Only masked" when asked, run the preprocessor at its (pixel-perfect)
+resolution, fit the map to the hint size (and the hires size), load the model through the cache. Any
+failure stops the generation with an error naming the unit and the field: a unit is never dropped.
+
+Both hosts call `prepare_units`; neither knows how a unit becomes tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .bound_unit import BoundUnit
+from .enums import HiResFixOption
+from .errors import ControlNetError, InputError
+from .hint_size import fit_detected_map, hint_size, hint_tensor, pixel_perfect_resolution, stack_hints
+from .image_input import control_input, decode_region_mask, decode_unit_images
+from .masked_crop import crop_control_image, wants_masked_crop
+from .model_cache import ModelCache
+from .model_registry import ModelRegistry
+from .preprocessors import Registry, ResultCache, resolve_params, run_preprocessor
+from .unit import Unit
+
+
+@dataclass
+class GenerationInputs:
+    """What the host knows about the generation that the units need."""
+
+    width: int
+    height: int
+    seed: int = 0  # seeds random preprocessors (shuffle): the reference uses (seed + subseed) & 0xFFFFFFFF
+    init_image: np.ndarray | None = None  # img2img: HxWx3 uint8, the input of units without their own image
+    inpaint_mask: np.ndarray | None = None  # img2img: the prepared A1111 mask, HxW uint8
+    inpaint_only_masked: bool = False
+    inpaint_padding: int = 32
+    hires_size: tuple[int, int] | None = None  # (h, w) of the hires-fix pass's hint, when hires fix is on
+    base_unet: Mapping[str, torch.Tensor] | None = None  # for "difference" ControlNets
+    base_id: object = None  # identifies the host checkpoint (its hash) for the model cache
+    generation_param_keys: Sequence[str] = ()  # infotext keys so far (an upscale script asks for the crop)
+    ignore_noninpaint_mask: bool = False  # the controlnet_ignore_noninpaint_mask setting
+
+
+@dataclass
+class PreparedUnit:
+    index: int  # the unit's position as the caller sent it (UI tab / API list index)
+    unit: Unit  # with the slider values actually used, for infotext
+    bound: BoundUnit
+    detected_maps: list[np.ndarray]  # what the user is shown / gets back (hires map first, as the reference)
+
+
+def prepare_units(
+    units: Sequence[Unit],
+    inputs: GenerationInputs,
+    *,
+    models: ModelRegistry,
+    model_cache: ModelCache,
+    preprocessors: Registry,
+    result_cache: ResultCache | None = None,
+) -> list[PreparedUnit]:
+    prepared = []
+    for index, unit in enumerate(units):
+        if not unit.enabled:
+            continue
+        try:
+            prepared.append(_prepare(index, unit, inputs, models, model_cache, preprocessors, result_cache))
+        except ControlNetError as exc:
+            raise exc.at(unit=index) from None
+    return prepared
+
+
+def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, preprocessors, result_cache):
+    preprocessor = preprocessors.get(unit.module)
+    if preprocessor is None:
+        raise InputError(f"module {unit.module!r} is not a known preprocessor", field="module")
+    if preprocessor.model_free or not preprocessor.returns_image:
+        raise InputError(f"preprocessor {preprocessor.name} is not supported in generations yet", field="module")
+    if not unit.has_model:
+        raise InputError("no ControlNet model selected", field="model")
+    try:
+        entry = models.resolve(unit.model)
+    except ControlNetError as exc:
+        raise exc.at(field="model") from None
+
+    h, w = hint_size(inputs.width, inputs.height)
+    images = _input_images(index, unit, inputs, preprocessor.accepts_mask)
+    if inputs.inpaint_mask is not None and wants_masked_crop(
+        unit.module, unit.inpaint_crop_input_image, inputs.inpaint_only_masked, True, inputs.generation_param_keys
+    ):
+        images = [
+            crop_control_image(img, inputs.inpaint_mask, padding=inputs.inpaint_padding, width=inputs.width,
+                               height=inputs.height, resize_mode=unit.resize_mode)
+            for img in images
+        ]
+
+    resolution = unit.processor_res
+    if unit.pixel_perfect:
+        resolution = pixel_perfect_resolution(images[0], h, w, unit.resize_mode)
+    params = resolve_params(preprocessor, resolution, unit.threshold_a, unit.threshold_b, seed=inputs.seed)
+
+    keep_alpha = unit.is_inpaint
+    hints, hires_hints, shown = [], [], []
+    for rgba in images:
+        source = control_input(rgba, keep_rgba=preprocessor.accepts_mask or unit.uses_clip,
+                               ignore_mask=inputs.ignore_noninpaint_mask)
+        detection = run_preprocessor(preprocessor, source, params, cache=result_cache)
+        hints.append(hint_tensor(fit_detected_map(detection.map, unit.resize_mode, h, w, keep_alpha=keep_alpha)))
+        if inputs.hires_size is not None:
+            hr_h, hr_w = inputs.hires_size
+            hires_hints.append(hint_tensor(
+                fit_detected_map(detection.map, unit.resize_mode, hr_h, hr_w, keep_alpha=keep_alpha)))
+        shown.append(detection.display)
+
+    model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
+    region = decode_region_mask(unit.effective_region_mask, unit=index)
+    bound = BoundUnit(
+        model,
+        stack_hints(hints),
+        hint_hires=stack_hints(hires_hints) if hires_hints else None,
+        weight=unit.weight,
+        guidance_start=unit.guidance_start,
+        guidance_end=unit.guidance_end,
+        control_mode=unit.control_mode,
+        advanced_weighting=unit.advanced_weighting,
+        effective_region_mask=None if region is None else torch.from_numpy(region),
+        hr_option=unit.hr_option if inputs.hires_size is not None else HiResFixOption.BOTH,
+        soft_injection_in_hires=preprocessor.soft_injection_in_hires,
+        low_vram=unit.low_vram,
+        index=index,
+    )
+    if not unit.pixel_perfect:  # infotext records what ran (pixel perfect: the computed resolution)
+        resolution = params.resolution if preprocessor.resolution.visible else unit.processor_res
+    used = replace(unit, processor_res=resolution, threshold_a=params.slider_1, threshold_b=params.slider_2)
+    return PreparedUnit(index, used, bound, shown if unit.save_detected_map else [])
+
+
+def _input_images(index: int, unit: Unit, inputs: GenerationInputs, accepts_mask: bool) -> list[np.ndarray]:
+    """The unit's images as HxWx4 RGBA; in img2img a unit without its own image reads the init image."""
+    images = decode_unit_images(unit, index=index)
+    if images is not None:
+        return images
+    if inputs.init_image is None:
+        raise InputError("the unit is enabled but has no input image", field="image")
+    rgb = np.ascontiguousarray(inputs.init_image[:, :, :3])
+    alpha = np.zeros(rgb.shape[:2], dtype=np.uint8)
+    if accepts_mask and inputs.inpaint_mask is not None:
+        mask = inputs.inpaint_mask
+        if mask.shape != alpha.shape:
+            raise InputError(f"the img2img mask {mask.shape} does not match the init image {alpha.shape}",
+                             field="mask")
+        alpha = mask
+    return [np.dstack([rgb, alpha])]
