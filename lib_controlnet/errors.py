@@ -16,7 +16,10 @@ class ControlNetError(Exception):
         self.message = message
         self.unit = unit
         self.field = field
+        # Instance attributes too: A1111's API error handler reads `vars(exc)` for the status and detail.
+        self.status_code = type(self).status_code
         super().__init__(self.describe())
+        self.detail = self.describe()
 
     def describe(self) -> str:
         where = []
@@ -27,14 +30,19 @@ class ControlNetError(Exception):
         prefix = ", ".join(where)
         return f"ControlNet {prefix}: {self.message}" if prefix else f"ControlNet: {self.message}"
 
+    def refresh(self) -> ControlNetError:
+        """Re-render the message after `message`, `unit` or `field` changed."""
+        self.args = (self.describe(),)
+        self.detail = self.describe()
+        return self
+
     def at(self, *, unit: int | None = None, field: str | None = None) -> ControlNetError:
         """Fill in the unit/field context on the way up, keeping what is already known."""
         if self.unit is None and unit is not None:
             self.unit = unit
         if self.field is None and field is not None:
             self.field = field
-        self.args = (self.describe(),)
-        return self
+        return self.refresh()
 
 
 class InputError(ControlNetError):

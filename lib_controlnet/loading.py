@@ -29,7 +29,7 @@ def load_control_model(
     except ControlNetError as e:
         if raw.path.name not in e.message:
             e.message = f"{raw.path.name}: {e.message}"
-            e.args = (e.describe(),)
+            e.refresh()
         raise
     except (KeyError, ValueError, IndexError) as e:
         raise ModelFileError(f"{raw.path.name}: malformed control model ({e!r})") from e

@@ -1,0 +1,255 @@
+"""The A1111 adapter: A1111's processing object and script arguments in, `lib_controlnet` calls out.
+
+Lifecycle of one generation:
+  process()                        parse every unit (UI state, API dict or another extension's object),
+                                   preprocess and load models (lib_controlnet.generation.prepare_units);
+  process_before_every_sampling()  attach the UNet hook for this pass (txt2img, hires pass, img2img);
+  p.sample (wrapped)               detaches it when sampling ends, also when sampling raises;
+  postprocess()                    detached again (idempotent), detected maps appended.
+A1111 swallows exceptions raised in script callbacks and would generate without the unit; ours are kept
+and re-raised from `p.sample`, outside A1111's try/except, so the API answers 4xx naming the unit and
+field, and the UI shows the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+from modules import devices, script_callbacks, scripts, shared
+from modules.paths_internal import models_path
+from PIL import Image
+
+from lib_controlnet import settings as cn_settings
+from lib_controlnet.cfg_rows import CfgBatchRows
+from lib_controlnet.errors import ControlNetError
+from lib_controlnet.generation import GenerationInputs, prepare_units
+from lib_controlnet.hint_size import fit_detected_map, hint_size, hires_hint_size
+from lib_controlnet.hook import ControlHook
+from lib_controlnet.infotext import infotext_params
+from lib_controlnet.masked_crop import prepare_mask
+from lib_controlnet.model_cache import ModelCache
+from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.preprocessors import default_registry
+from lib_controlnet.unit import Unit
+
+logger = logging.getLogger("controlnet")
+EXTENSION_ROOT = Path(__file__).resolve().parent.parent
+API_UNIT_SLOTS = 10  # units an API request may carry even when the UI shows fewer tabs
+
+
+def option(key: str):
+    return cn_settings.read(shared.opts.data, key)
+
+
+def model_folders() -> list[str]:
+    folders = [os.path.join(models_path, "ControlNet"), str(EXTENSION_ROOT / "models"),
+               option("control_net_models_path")]
+    flag = getattr(shared.cmd_opts, "controlnet_dir", None)
+    return [f for f in folders + [flag] if f]
+
+
+MODELS = ModelRegistry(model_folders(), sort_by=option("control_net_models_sort_models_by"),
+                       name_filter=option("control_net_models_name_filter"))
+MODEL_CACHE = ModelCache(option("control_net_model_cache_size"))
+ROWS = CfgBatchRows()
+
+
+def checkpoint_family(sd_model) -> str | None:
+    if getattr(sd_model, "is_sdxl", False):
+        return "sdxl"
+    if getattr(sd_model, "is_sd2", False):
+        return "sd2"
+    if getattr(sd_model, "is_sd1", False):
+        return "sd1"
+    return None
+
+
+class _Session:
+    """One generation's state, kept on `p` (per request, never global)."""
+
+    def __init__(self, prepared, inputs):
+        self.prepared = prepared
+        self.inputs = inputs
+        self.hook: ControlHook | None = None
+
+    def detach(self):
+        if self.hook is not None:
+            self.hook.remove()
+            self.hook = None
+        ROWS.reset()
+
+
+class Script(scripts.Script):
+    def title(self):
+        return "ControlNet"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def ui(self, is_img2img):
+        # The full panel is built by lib_controlnet's panel builder (see the panel issue); until then each
+        # unit is a state slot that API payloads and other extensions fill. Extra slots let API callers send
+        # more units than the UI shows (A1111 drops arguments beyond the script's slots).
+        count = max(option("control_net_unit_count"), API_UNIT_SLOTS)
+        return [gr.State(value=None) for _ in range(count)]
+
+    # --- generation ---------------------------------------------------------------------------------------
+    def process(self, p, *unit_args):
+        _detach(p)  # a previous generation that died before postprocess leaves nothing behind
+        try:
+            session = self._prepare(p, unit_args)
+        except ControlNetError as exc:
+            _fail_sampling(p, exc)
+            return
+        except Exception as exc:  # a bug of ours: still fail the request rather than generate without units
+            logger.exception("ControlNet failed while preparing units")
+            _fail_sampling(p, RuntimeError(f"ControlNet: {exc}"))
+            return
+        if session is None:
+            return
+        p.controlnet_session = session
+        p.extra_generation_params.update(infotext_params([pu.unit for pu in session.prepared]))
+        _wrap_sample(p)
+
+    def process_before_every_sampling(self, p, *unit_args, **kwargs):
+        session = getattr(p, "controlnet_session", None)
+        if session is None or getattr(p, "controlnet_error", None) is not None:
+            return
+        session.detach()
+        unet = p.sd_model.model.diffusion_model
+        low_vram = bool(getattr(shared.cmd_opts, "lowvram", False) or getattr(shared.cmd_opts, "medvram", False))
+        units = [pu.bound for pu in session.prepared]
+        for unit in units:
+            unit.low_vram = unit.low_vram or low_vram
+        try:
+            session.hook = ControlHook(unet, units, ROWS, family=checkpoint_family(p.sd_model),
+                                       device=devices.get_device_for("controlnet"), dtype=devices.dtype_unet).attach()
+        except ControlNetError as exc:
+            _fail_sampling(p, exc)
+
+    def postprocess(self, p, processed, *unit_args):
+        session = getattr(p, "controlnet_session", None)
+        _detach(p)
+        if session is None or option("control_net_no_detectmap") or getattr(p, "controlnet_error", None):
+            return
+        for image in _detected_maps(session):
+            processed.images.append(Image.fromarray(image))
+
+
+def _prepare(p, unit_args) -> _Session | None:
+    registry = default_registry()
+    units = [Unit.from_dict(arg, index=i, is_known_module=registry.__contains__)
+             for i, arg in enumerate(unit_args) if arg is not None]
+    for unit in units:
+        for note in unit.warnings():
+            logger.warning("ControlNet unit %s: %s", units.index(unit), note)
+    if not any(u.enabled for u in units):
+        return None
+    MODELS.set_folders(model_folders())
+    MODEL_CACHE.set_capacity(option("control_net_model_cache_size"))
+    inputs = _generation_inputs(p)
+    prepared = prepare_units(units, inputs, models=MODELS, model_cache=MODEL_CACHE, preprocessors=registry)
+    return _Session(prepared, inputs)
+
+
+def _generation_inputs(p) -> GenerationInputs:
+    hires = None
+    if getattr(p, "enable_hr", False):
+        hires = hires_hint_size(p.width, p.height, p.hr_scale, p.hr_resize_x, p.hr_resize_y)
+    init_image = mask = None
+    init_images = getattr(p, "init_images", None)
+    if init_images:
+        init_image = np.asarray(init_images[0].convert("RGB"))
+        if getattr(p, "image_mask", None) is not None:
+            mask = prepare_mask(np.asarray(p.image_mask), invert=bool(p.inpainting_mask_invert),
+                                blur_x=p.mask_blur_x, blur_y=p.mask_blur_y)
+    seed = p.all_seeds[0] if getattr(p, "all_seeds", None) else p.seed
+    subseed = p.all_subseeds[0] if getattr(p, "all_subseeds", None) else p.subseed
+    unet = p.sd_model.model.diffusion_model
+    return GenerationInputs(
+        width=p.width,
+        height=p.height,
+        seed=(int(seed) + int(subseed)) & 0xFFFFFFFF,
+        init_image=init_image,
+        inpaint_mask=mask,
+        inpaint_only_masked=bool(getattr(p, "inpaint_full_res", False)),
+        inpaint_padding=int(getattr(p, "inpaint_full_res_padding", 32)),
+        hires_size=hires,
+        base_unet=unet.state_dict(),
+        base_id=getattr(p.sd_model, "sd_model_hash", None),
+        generation_param_keys=tuple(p.extra_generation_params),
+        ignore_noninpaint_mask=option("controlnet_ignore_noninpaint_mask"),
+    )
+
+
+def _detected_maps(session: _Session):
+    h, w = hint_size(session.inputs.width, session.inputs.height)
+    for pu in session.prepared:
+        for shown in pu.detected_maps:
+            if session.inputs.hires_size is not None:  # the reference: hires map first, then the low-res one
+                yield fit_detected_map(shown, pu.unit.resize_mode, *session.inputs.hires_size)
+            yield fit_detected_map(shown, pu.unit.resize_mode, h, w)
+
+
+def _fail_sampling(p, exc: BaseException) -> None:
+    """Make the generation fail with `exc` where A1111 does not swallow it: in `p.sample`."""
+    logger.error("%s", exc)
+    p.controlnet_error = exc
+
+    def raise_error(*args, **kwargs):
+        raise exc
+
+    p.sample = raise_error
+
+
+def _wrap_sample(p) -> None:
+    original = p.sample
+
+    def sample_with_controlnet(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _detach(p)  # the hook lives exactly as long as sampling, whatever happens inside
+
+    p.sample = sample_with_controlnet
+
+
+def _detach(p) -> None:
+    session = getattr(p, "controlnet_session", None)
+    if session is not None:
+        session.detach()
+
+
+def _on_cfg_denoiser(params) -> None:
+    """Announce the step's [cond..., uncond...] layout and progress to the row ledger."""
+    cond = params.text_cond["crossattn"] if isinstance(params.text_cond, dict) else params.text_cond
+    n_total = params.x.shape[0]
+    n_cond = cond.shape[0]
+    p = getattr(params.denoiser, "p", None)
+    ROWS.start_step(n_cond, n_total - n_cond, fraction=params.sampling_step / max(1, params.total_sampling_steps),
+                    hires=bool(getattr(p, "is_hr_pass", False)))
+
+
+def _on_ui_settings() -> None:
+    section = cn_settings.SECTION
+    components = {"textbox": gr.Textbox, "checkbox": gr.Checkbox, "slider": gr.Slider, "dropdown": gr.Dropdown}
+    for s in cn_settings.SETTINGS:
+        info = shared.OptionInfo(s.default, s.label, components[s.component], s.component_args, section=section)
+        if s.needs_reload_ui:
+            info = info.needs_reload_ui()
+        shared.opts.add_option(s.key, info)
+
+
+def _on_app_started(demo, app) -> None:
+    from lib_controlnet.api import create_router
+
+    app.include_router(create_router(models=MODELS, unit_count=lambda: option("control_net_unit_count")))
+
+
+script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
+script_callbacks.on_ui_settings(_on_ui_settings)
+script_callbacks.on_app_started(_on_app_started)
