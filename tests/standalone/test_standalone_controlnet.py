@@ -111,3 +111,12 @@ def test_hooks_are_removed_after_generation_and_after_an_exception(pipeline, con
     # and the UNet behaves exactly as before any unit touched it
     assert torch.equal(pipeline.generate(small()).latents, pipeline.generate(small()).latents)
     assert all(not u._cache for u in units)  # per-generation hint caches dropped too
+
+
+def test_a_unit_at_a_size_that_is_not_a_multiple_of_64(pipeline, controlnet, hint):
+    """The hint is resized to 8x the latent; residuals meet the UNet's odd-sized skips."""
+    plain = pipeline.generate(small(width=72, height=88, steps=2))
+    controlled = pipeline.generate(small(width=72, height=88, steps=2, units=[BoundUnit(controlnet, hint)]))
+    assert controlled.images[0].size == (72, 88)
+    assert (controlled.latents - plain.latents).abs().mean() > 1e-3
+
