@@ -40,6 +40,27 @@ REFERENCE = {
     "inpaint": ("inpaint_global_harmonious", 0, ("Inpaint",), None, None),
     "blur_gaussian": ("blur_gaussian", 0, ("Tile",), ("Sigma", 9.0, 0.01, 64.0, 0.01), None),
 }
+# The neural modules (annotator/neural, weights from lllyasviel/Annotators), from the same table.
+NEURAL_REFERENCE = {
+    "openpose": ("openpose", 0, ("OpenPose",), None, None),
+    "openpose_hand": ("openpose_hand", 0, ("OpenPose",), None, None),
+    "openpose_face": ("openpose_face", 0, ("OpenPose",), None, None),
+    "openpose_faceonly": ("openpose_faceonly", 0, ("OpenPose",), None, None),
+    "openpose_full": ("openpose_full", 100, ("OpenPose",), None, None),
+    "hed": ("softedge_hed", 0, ("SoftEdge",), None, None),
+    "hed_safe": ("softedge_hedsafe", 0, ("SoftEdge",), None, None),
+    "scribble_hed": ("scribble_hed", 0, ("Scribble", "SparseCtrl"), None, None),
+    "pidinet": ("softedge_pidinet", 100, ("SoftEdge",), None, None),
+    "pidinet_safe": ("softedge_pidisafe", 0, ("SoftEdge",), None, None),
+    "pidinet_scribble": ("scribble_pidinet", 100, ("Scribble", "SparseCtrl"), None, None),
+    "pidinet_sketch": ("t2ia_sketch_pidi", 0, ("T2I-Adapter",), None, None),
+    "lineart": ("lineart_realistic", 0, ("Lineart",), None, None),
+    "lineart_coarse": ("lineart_coarse", 0, ("Lineart",), None, None),
+    "lineart_anime": ("lineart_anime", 0, ("Lineart",), None, None),
+    "lineart_anime_denoise": ("lineart_anime_denoise", 0, ("Lineart",), None, None),
+    "mlsd": ("mlsd", 100, ("MLSD",), ("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
+             ("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01)),
+}
 # The reference shows Resolution (512, 64-2048, step 8) for all of these, and hides it for the others.
 HIDDEN_RESOLUTION = {"invert", "inpaint", "inpaint_only", "shuffle"}
 NEW_MODULES = {"scribble_sketch", "seg_passthrough", "mediapipe_openpose", "mediapipe_openpose_hand",
@@ -59,16 +80,27 @@ def test_every_reference_weight_free_module_is_declared_as_the_reference_declare
         assert (_slider_tuple(p.slider_1), _slider_tuple(p.slider_2)) == (slider_a, slider_b), name
         assert p.resolution.visible == (name not in HIDDEN_RESOLUTION), name
         assert p.weight_file is None and not p.model_free
-    assert {p.name for p in registry} == set(REFERENCE) | NEW_MODULES
+    assert {p.name for p in registry} == set(REFERENCE) | NEW_MODULES | set(NEURAL_REFERENCE)
+
+
+def test_every_neural_module_is_declared_as_the_reference_declares_it():
+    registry = default_registry()
+    for name, (label, priority, tags, slider_a, slider_b) in NEURAL_REFERENCE.items():
+        p = registry.get(name)
+        assert p is not None and registry.get(label) is p, name
+        assert (p.label, p.priority, p.tags) == (label, priority, tags), name
+        assert (_slider_tuple(p.slider_1), _slider_tuple(p.slider_2)) == (slider_a, slider_b), name
+        assert p.resolution.visible and p.weight_file and not p.model_free, name
 
 
 def test_masks_poses_seeds_and_hires_flags():
     registry = default_registry()
     assert {p.name for p in registry if p.requires_mask} == {"inpaint", "inpaint_only"}
     assert {p.name for p in registry if p.accepts_mask} == {"inpaint", "inpaint_only", "scribble_sketch"}
-    assert {p.name for p in registry if p.returns_pose} == {n for n in NEW_MODULES if "openpose" in n}
+    assert {p.name for p in registry if p.returns_pose} == {n for n in NEW_MODULES | set(NEURAL_REFERENCE)
+                                                            if "openpose" in n}
     assert {p.name for p in registry if p.uses_seed} == {"shuffle"}
-    assert registry.get("canny").soft_injection_in_hires
+    assert {p.name for p in registry if p.soft_injection_in_hires} == {"canny", "mlsd"}
     assert registry.get("shuffle").resolution.value == 512
 
 
@@ -83,8 +115,8 @@ def test_lookup_by_name_label_and_alias():
 def test_module_list_order_follows_the_reference_rule():
     names = module_list(default_registry())
     assert names[0] == "none"
-    assert names[1:6] == ["tile_resample", "recolor_luminance", "lineart_standard", "inpaint_only", "canny"]
-    assert names[6] == "invert"  # priority 20
+    assert names[1:11] == ["tile_resample", "pidinet", "pidinet_scribble", "recolor_luminance", "openpose_full",
+                           "mlsd", "lineart_standard", "inpaint_only", "canny", "invert"]  # invert: priority 20
     labels = module_list(default_registry(), alias_names=True)
     assert "inpaint_global_harmonious" in labels and "inpaint" not in labels
     # Priority 0 modules come in descending label order.
