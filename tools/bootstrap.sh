@@ -15,3 +15,6 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q -r requirements-standalone.txt
 .venv/bin/pip install -q --no-deps open_clip_torch==3.3.0
 .venv/bin/python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
+# The panel's browser test (tests/ui): Debian's chromium, driven by Playwright (never `playwright install`).
+command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \
+  || echo "WARNING: chromium not installed; tests/ui/test_panel_browser.py will skip" >&2

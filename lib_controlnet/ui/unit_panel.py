@@ -33,6 +33,7 @@ FamilyFn = Callable[[], "str | None"]
 # Quick events show no progress overlay: an overlay changes the layout, the sketch canvas observes its size
 # and re-sends the image on every resize, which would trigger the next sync - a loop.
 QUIET = "hidden"
+IMAGE_HEIGHT = 320  # input and preview side by side at one height
 
 
 @dataclass
@@ -87,9 +88,11 @@ def build_unit(tab: str, index: int, unit_count: int, *, models: ModelRegistry, 
         with gr.Row(equal_height=True):
             with gr.Column():
                 w["image"] = compat.mask_image(label="Control image (draw to mask or scribble)",
-                                               elem_id=ids.image("input_image"), brush_radius=20)
+                                               elem_id=ids.image("input_image"), brush_radius=20,
+                                               height=IMAGE_HEIGHT)
             with gr.Column(visible=False) as w["preview_column"]:
-                w["preview"] = compat.plain_image(label="Preprocessor Preview", elem_id=ids.image("generated_image"))
+                w["preview"] = compat.plain_image(label="Preprocessor Preview", elem_id=ids.image("generated_image"),
+                                                  height=IMAGE_HEIGHT)
                 w["use_preview"] = gr.Button("Use as input", size="sm",
                                              elem_id=ids.control("preview_as_input_button"))
         with gr.Row():
