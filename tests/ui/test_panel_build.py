@@ -156,3 +156,37 @@ def test_sync_on_recomputes_every_unit_and_chains(models, registry):
 def test_bad_tab_is_refused(models, registry, tab):
     with pytest.raises(ValueError, match="tab must be one of"):
         _build(tab, 1, models=models, preprocessors=registry)
+
+
+def test_blank_canvas_and_preview_as_input_set_image_and_state(models, registry, astronaut):
+    blocks, panel = _build(unit_count=1, models=models, preprocessors=registry)
+    unit = panel.units[0]
+    create = _handler(blocks, unit["create_canvas"], "click")
+    shown, stored, group = create(384, 256)
+    assert shown is stored and shown.shape == (256, 384, 3) and (shown == 255).all() and group["visible"] is False
+    use = _handler(blocks, unit["use_preview"], "click")
+    shown, stored, module, message = use(None)
+    assert "run the preprocessor first" in message and set(shown) == {"__type__"}
+    edges = np.zeros_like(astronaut)
+    shown, stored, module, _ = use(edges)
+    assert shown is edges and stored is edges and module["value"] == "none"
+
+
+def test_refresh_finds_new_models_of_the_checkpoint_family(registry, tmp_path):
+    from ui_model_files import write_controlnet
+
+    from lib_controlnet.model_registry import ModelRegistry
+
+    folder = tmp_path / "models"
+    write_controlnet(folder / "canny_first.safetensors", "sd1")
+    registry_models = ModelRegistry([folder])
+    blocks, panel = _build(unit_count=1, models=registry_models, preprocessors=registry,
+                           checkpoint_family=lambda: "sd1")
+    unit = panel.units[0]
+    assert [c for c in unit["model"].choices if c != "None"] == registry_models.list_names()
+    write_controlnet(folder / "canny_second.safetensors", "sd1")
+    write_controlnet(folder / "canny_xl.safetensors", "sdxl")
+    refresh = _handler(blocks, unit["refresh_models"], "click")
+    update = refresh("Canny", "None")
+    assert [c.split(" [")[0] for c in update["choices"]] == ["None", "canny_first", "canny_second"]
+    assert update["value"] == "None"  # the current choice is kept
