@@ -362,6 +362,16 @@ def test_batch_size_two(model):
     assert not same(images[0], images[1])
 
 
+def test_n_iter_two(model):
+    """Two iterations re-attach the unit for the second sampling; iteration 0 is the single-run image."""
+    images, _ = generate("txt2img", txt2img_payload([unit(model)], n_iter=2))
+    assert len(images) == 3, f"expected 2 images + 1 detected map, got {len(images)}"
+    assert same(images[0], one_unit(model)[0][0]), "iteration 0 differs from the same seed in a single run"
+    with_unit_seed2 = images[1]
+    without_seed2, _ = generate("txt2img", txt2img_payload(seed=SEED + 1))
+    assert not same(with_unit_seed2, without_seed2[0]), "the unit was not applied in the second iteration"
+
+
 # ------------------------------------------------------------------------------------------------- errors
 ERROR_CASES = {
     # id: (units builder, index of the bad unit, field the message must name)
