@@ -91,11 +91,20 @@ class Script(scripts.Script):
         return scripts.AlwaysVisible
 
     def ui(self, is_img2img):
-        # The full panel is built by lib_controlnet's panel builder (see the panel issue); until then each
-        # unit is a state slot that API payloads and other extensions fill. Extra slots let API callers send
-        # more units than the UI shows (A1111 drops arguments beyond the script's slots).
-        count = max(option("control_net_unit_count"), API_UNIT_SLOTS)
-        return [gr.State(value=None) for _ in range(count)]
+        from lib_controlnet.ui.panel import build_panel
+
+        # One gr.State per unit slot, each holding the unit's Unit; the extra hidden slots let API callers
+        # send more units than the UI shows (A1111 drops arguments beyond the script's slots).
+        return build_panel(
+            "img2img" if is_img2img else "txt2img",
+            option("control_net_unit_count"),
+            models=MODELS,
+            preprocessors=default_registry(),
+            checkpoint_family=lambda: checkpoint_family(shared.sd_model),
+            total_slots=API_UNIT_SLOTS,
+            control_type_dropdown=option("controlnet_control_type_dropdown"),
+            ignore_noninpaint_mask=lambda: option("controlnet_ignore_noninpaint_mask"),
+        )
 
     # --- generation ---------------------------------------------------------------------------------------
     def process(self, p, *unit_args):
