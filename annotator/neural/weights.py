@@ -56,7 +56,7 @@ def weights_folder() -> Path:
         return _folder if _folder is not None else DEFAULT_FOLDER
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WeightFile:
     """A published weight file: its accepted names (preferred first), the reference's sub-folder for it and
     the page it is published on."""
@@ -64,13 +64,15 @@ class WeightFile:
     names: tuple[str, ...]
     subfolder: str
     repo: str = ANNOTATORS_REPO
+    repos: Mapping[str, str] = field(default_factory=dict)  # per-name exceptions to `repo`
 
     @property
     def name(self) -> str:
         return self.names[0]
 
     def url(self, name: str | None = None) -> str:
-        return f"{self.repo}/blob/main/{name or self.name}"
+        name = name or self.name
+        return f"{self.repos.get(name, self.repo)}/blob/main/{name}"
 
     def candidates(self, folder: Path) -> list[Path]:
         return [path for name in self.names for path in (folder / name, folder / self.subfolder / name)]

@@ -3,8 +3,11 @@
 The digests below are sha256 over the sorted "key:shape" lines (shape as comma-separated ints) of the
 upstream networks the published files were saved from, computed from the upstream code's module names
 (Mikubill/sd-webui-controlnet annotator/: openpose/model.py and face.py with util.transfer's key mapping,
-hed, pidinet/model.py, lineart, lineart_anime, manga_line, mlsd/models/mbv2_mlsd_large.py). A renamed or
-reshaped layer here changes the digest and fails the test; the key and parameter counts say by how much.
+hed, pidinet/model.py, lineart, lineart_anime, manga_line, mlsd/models/mbv2_mlsd_large.py, normalbae/ with its
+vendored gen-efficientnet; DepthAnything/Depth-Anything-V2 depth_anything_v2/dpt.py for ViT-S/B/L). MiDaS'
+upstream needs timm, so its digest was taken from our network once test_peer_transformers proved, by a strict
+load through transformers' key mapping for the published file, that the two layouts correspond one to one.
+A renamed or reshaped layer changes the digest and fails the test; the key and parameter counts say by how much.
 """
 
 import hashlib
@@ -14,7 +17,7 @@ import pytest
 import torch
 from nn_test_helpers import random_state
 
-from annotator.neural import lineart, mlsd, openpose, softedge
+from annotator.neural import depth_anything, lineart, midas, mlsd, normal_bae, openpose, softedge
 from annotator.neural.weights import strip_prefix
 
 PUBLISHED = {
@@ -29,6 +32,13 @@ PUBLISHED = {
     lineart.LINEART_ANIME: ("ffe1f2370428806fd83f07a2a8c1c9f24fc460181fa55c1b78a2b358b81173d9", 32, 54_405_505),
     lineart.MANGA_LINE: ("b22b14d7acf13181e37e7b65c662121f2c202b795d0e4c4b5ac2ba7e3f66e858", 707, 43_134_934),
     mlsd.MLSD: ("ed42850ff0c15ec1ac69fd1c6fc67871272c1048695078dca52ef010d1565eaf", 362, 1_552_681),
+    normal_bae.NORMAL_BAE: ("365651165c358b898d873818138a01190b43935d3ae91378cf62f8756cf3d465", 936, 72_602_876),
+    midas.MIDAS: ("51e367045011f1b0a61e0eadb63c1d96e31133c7eb5548ac7fbda921c6408b37", 366, 122_377_985),
+}
+DEPTH_ANYTHING_V2 = {  # embedding width: the published vits / vitb / vitl checkpoints
+    384: ("c55b47e73d24abdfc3937fc9167f10d5c06aa1dc85511de3c6537578b0fef1dc", 239, 24_785_089),
+    768: ("4d5fbabcc3bbad657a4edc3526ee71a48dfceeed16706300f68d38a43319ac27", 239, 97_470_785),
+    1024: ("9c3256f9b8328cd340435feb89d623be189a6aa6d10c10d0dcb554beffb8b6a2", 407, 335_315_649),
 }
 
 
@@ -40,11 +50,25 @@ def layout_digest(state) -> tuple[str, int, int]:
 
 @pytest.mark.parametrize("spec", list(PUBLISHED), ids=lambda s: s.weight.name + ":" + s.title)
 def test_state_dict_layout_is_the_published_one(spec):
-    assert layout_digest(spec.build(None).state_dict()) == PUBLISHED[spec]
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        assert layout_digest(spec.build(None).state_dict()) == PUBLISHED[spec]
+
+
+@pytest.mark.parametrize("dim", sorted(DEPTH_ANYTHING_V2))
+def test_depth_anything_v2_layouts_and_the_size_is_read_from_the_file(dim):
+    with torch.device("meta"):
+        net = depth_anything.DepthAnythingV2(depth_anything.SIZES[dim])
+        assert layout_digest(net.state_dict()) == DEPTH_ANYTHING_V2[dim]
+        assert depth_anything.build_from_state(net.state_dict()).size == depth_anything.SIZES[dim]
 
 
 def test_a_few_published_key_names_spelled_out():
     """Readable anchors for the digests (names as they appear in the files)."""
+    with torch.device("meta"):
+        _spelled_out()
+
+
+def _spelled_out():
     assert {"conv1_1.weight", "conv5_5_CPM_L2.bias", "Mconv7_stage6_L1.weight"} <= set(openpose.body_net().state_dict())
     assert {"conv6_2_CPM.weight", "Mconv1_stage2.weight"} <= set(openpose.hand_net().state_dict())
     assert {"norm", "block5.convs.2.weight", "block1.projection.bias"} <= set(softedge.HedNet().state_dict())
@@ -57,6 +81,15 @@ def test_a_few_published_key_names_spelled_out():
     assert {"block5.model.0.shortcut.model.0.weight", "conv15.model.0.running_var"} <= set(
         lineart.MangaLineNet().state_dict())
     assert {"backbone.features.13.conv.3.running_mean", "block23.conv3.weight"} <= set(mlsd.MlsdLarge().state_dict())
+    assert {"pretrained.model.patch_embed.backbone.stages.2.blocks.8.conv3.weight",
+            "pretrained.model.blocks.11.attn.qkv.bias", "pretrained.act_postprocess4.4.weight",
+            "pretrained.act_postprocess3.0.project.0.weight",
+            "scratch.refinenet4.resConfUnit1.conv1.weight", "scratch.output_conv.4.bias"} <= set(
+        midas.MidasDptHybrid().state_dict())
+    assert midas.MIDAS.ignore == ("pretrained.model.head.*",)  # timm's classifier, in the file, unused
+    assert {"encoder.original_model.blocks.6.2.se.conv_expand.weight", "encoder.original_model.bn2.running_var",
+            "decoder.out_conv_res1.6.bias", "decoder.up4._net.4.running_mean"} <= set(
+        normal_bae.NormalBae().state_dict())
 
 
 def test_dataparallel_prefix_is_dropped_where_the_reference_drops_it():

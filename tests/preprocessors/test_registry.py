@@ -60,6 +60,10 @@ NEURAL_REFERENCE = {
     "lineart_anime_denoise": ("lineart_anime_denoise", 0, ("Lineart",), None, None),
     "mlsd": ("mlsd", 100, ("MLSD",), ("MLSD Value Threshold", 0.1, 0.01, 2.0, 0.01),
              ("MLSD Distance Threshold", 0.1, 0.01, 20.0, 0.01)),
+    "depth": ("depth_midas", 100, ("Depth",), None, None),
+    "normal_map": ("normal_midas", 0, ("NormalMap",), ("Normal Background Threshold", 0.4, 0.0, 1.0, 0.01), None),
+    "depth_anything_v2": ("depth_anything_v2", 0, ("Depth",), None, None),
+    "normal_bae": ("normal_bae", 100, ("NormalMap",), None, None),
 }
 # The reference shows Resolution (512, 64-2048, step 8) for all of these, and hides it for the others.
 HIDDEN_RESOLUTION = {"invert", "inpaint", "inpaint_only", "shuffle"}
@@ -115,8 +119,9 @@ def test_lookup_by_name_label_and_alias():
 def test_module_list_order_follows_the_reference_rule():
     names = module_list(default_registry())
     assert names[0] == "none"
-    assert names[1:11] == ["tile_resample", "pidinet", "pidinet_scribble", "recolor_luminance", "openpose_full",
-                           "mlsd", "lineart_standard", "inpaint_only", "canny", "invert"]  # invert: priority 20
+    assert names[1:13] == ["tile_resample", "pidinet", "pidinet_scribble", "recolor_luminance", "openpose_full",
+                           "normal_bae", "mlsd", "lineart_standard", "inpaint_only", "depth", "canny",
+                           "invert"]  # invert: priority 20
     labels = module_list(default_registry(), alias_names=True)
     assert "inpaint_global_harmonious" in labels and "inpaint" not in labels
     # Priority 0 modules come in descending label order.
