@@ -1,0 +1,77 @@
+"""The FastAPI app: A1111's /sdapi/v1 generation routes, every /controlnet/* route, and the page at `/`.
+
+    app = create_app(GenerationService(config, load_checkpoint(config.models_dir, config.ckpt)))
+
+Generation routes are plain `def`s: FastAPI runs them in worker threads, where they wait for their turn in
+the service's queue; progress and interrupt are `async` and answer at once, also while a job runs.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from lib_controlnet.api import create_router
+
+from ..samplers import SAMPLERS
+from .errors import install_error_handlers
+from .notice import NoticeHeader
+from .page import page_html
+from .schemas import Img2ImgBody, Txt2ImgBody
+from .service import GenerationService
+
+
+def create_app(service: GenerationService) -> FastAPI:
+    app = FastAPI(title="ControlNet standalone host", description="A1111-compatible API without a WebUI")
+    app.state.service = service
+    install_error_handlers(app)
+    if service.notice:
+        app.add_middleware(NoticeHeader, notice=service.notice)
+
+    @app.post("/sdapi/v1/txt2img")
+    def txt2img(body: Txt2ImgBody) -> dict:
+        return service.generate(body)
+
+    @app.post("/sdapi/v1/img2img")
+    def img2img(body: Img2ImgBody) -> dict:
+        return service.generate(body)
+
+    @app.get("/sdapi/v1/progress")
+    async def progress(skip_current_image: bool = False) -> dict:
+        return service.queue.progress(service.notice)
+
+    @app.post("/sdapi/v1/interrupt")
+    async def interrupt() -> dict:
+        service.queue.interrupt()
+        return {}
+
+    @app.get("/sdapi/v1/sd-models")
+    def sd_models() -> list:
+        return service.sd_models()
+
+    @app.get("/sdapi/v1/samplers")
+    async def samplers() -> list:
+        return [{"name": s.name, "aliases": list(s.aliases), "options": {}} for s in SAMPLERS]
+
+    @app.get("/sdapi/v1/options")
+    async def options() -> dict:
+        """The options this host has: the checkpoint and the ControlNet settings (read-only here)."""
+        from lib_controlnet.settings import SETTINGS
+
+        values = {s.key: service.config.option(s.key) for s in SETTINGS}
+        return {"sd_model_checkpoint": service.checkpoint_title(), **values}
+
+    @app.get("/standalone/info")
+    async def info() -> dict:
+        return {"checkpoint": service.checkpoint_title(), "is_demo_model": service.checkpoint.is_demo,
+                "notice": service.notice, "unit_count": service.unit_count(),
+                "skipped_checkpoints": service.checkpoint.skipped}
+
+    app.include_router(create_router(service.preprocessors, service.result_cache, models=service.models,
+                                     unit_count=service.unit_count))
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html(service))
+
+    return app

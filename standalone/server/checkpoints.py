@@ -1,0 +1,61 @@
+"""Which SD checkpoint the server runs: `--ckpt`, else the first usable one in models/Stable-diffusion, else the
+random-weight demo model (written on first use). One checkpoint per server: switching needs a restart."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lib_controlnet.errors import ControlNetError
+
+from ..demo import DEMO_NOTICE, ensure_demo_models
+from ..paths import checkpoint_dir, controlnet_dir, demo_dir
+from ..sd_model import StableDiffusionModel, load_sd_model
+
+logger = logging.getLogger("standalone.server")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: StableDiffusionModel
+    controlnet_dirs: list[Path]  # where this checkpoint's ControlNet models are looked for
+    skipped: list[str] = field(default_factory=list)  # "<file>: why" for checkpoints that were not usable
+
+    @property
+    def is_demo(self) -> bool:
+        return self.model.is_demo
+
+    @property
+    def notice(self) -> str | None:
+        return DEMO_NOTICE if self.is_demo else None
+
+
+def checkpoint_files(models_dir: Path) -> list[Path]:
+    folder = checkpoint_dir(models_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
+
+
+def load_checkpoint(models_dir: Path, ckpt: Path | None = None, extra_controlnet_dirs=()) -> LoadedCheckpoint:
+    """Load `ckpt` (errors propagate: the user asked for that file), or pick one as the module doc says."""
+    dirs = [controlnet_dir(models_dir), *map(Path, extra_controlnet_dirs)]
+    if ckpt is not None:
+        return LoadedCheckpoint(load_sd_model(ckpt, models_dir=models_dir), dirs)
+    skipped = []
+    for path in checkpoint_files(models_dir):
+        try:
+            model = load_sd_model(path, models_dir=models_dir)
+        except ControlNetError as exc:  # SDXL, SD2, not a checkpoint...: say why and try the next
+            skipped.append(f"{path.name}: {exc.message}")
+            logger.warning("Skipping checkpoint %s: %s", path.name, exc.message)
+            continue
+        return LoadedCheckpoint(model, dirs, skipped)
+    demo = ensure_demo_models(models_dir)
+    logger.warning("No usable SD1.x checkpoint in %s: using the random-weight DEMO model. %s",
+                   checkpoint_dir(models_dir), DEMO_NOTICE)
+    # the demo ControlNet matches only the demo UNet, so its folder is listed only while the demo runs
+    return LoadedCheckpoint(load_sd_model(demo.checkpoint, models_dir=models_dir),
+                            [*dirs, controlnet_dir(demo_dir(models_dir))], skipped)

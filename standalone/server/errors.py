@@ -1,0 +1,44 @@
+"""Errors as A1111's API answers them: `{"error", "detail", "body", "errors"}` with the exception's status.
+
+ControlNetErrors also carry `unit` and `field` (None when they do not apply) and their status comes from
+`lib_controlnet.errors.http_status` (422 bad input, 404 unknown model, 501 missing dependency, ...); `detail`
+is the full sentence ("ControlNet unit 1, field 'model': ..."). The /controlnet/* routes answer their own
+errors (lib_controlnet.api.routing); FastAPI's request validation keeps its 422 `{"detail": [...]}`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from lib_controlnet.errors import ControlNetError, http_status
+
+logger = logging.getLogger("standalone.server")
+
+
+def error_body(exc: BaseException) -> dict:
+    if isinstance(exc, ControlNetError):
+        return {"error": type(exc).__name__, "detail": exc.describe(), "body": "", "errors": str(exc),
+                "unit": exc.unit, "field": exc.field, "message": exc.message}
+    detail = getattr(exc, "detail", "") or ""
+    return {"error": type(exc).__name__, "detail": detail, "body": "", "errors": str(exc) or str(detail)}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ControlNetError)
+    async def controlnet_error(request: Request, exc: ControlNetError):
+        status = http_status(exc)
+        (logger.error if status >= 500 else logger.warning)("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(status_code=status, content=error_body(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse(status_code=exc.status_code, content=error_body(exc), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(status_code=500, content=error_body(exc))
