@@ -19,7 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from modules import devices, script_callbacks, scripts, shared
+from modules import devices, script_callbacks, scripts, sd_models, shared
 from modules.paths_internal import models_path
 from PIL import Image
 
@@ -95,16 +95,24 @@ class Script(scripts.Script):
 
         # One gr.State per unit slot, each holding the unit's Unit; the extra hidden slots let API callers
         # send more units than the UI shows (A1111 drops arguments beyond the script's slots).
-        return build_panel(
-            "img2img" if is_img2img else "txt2img",
+        tab = "img2img" if is_img2img else "txt2img"
+        size = (_COMPONENTS.get(f"{tab}_width"), _COMPONENTS.get(f"{tab}_height"))
+        states = build_panel(
+            tab,
             option("control_net_unit_count"),
             models=MODELS,
             preprocessors=default_registry(),
-            checkpoint_family=lambda: checkpoint_family(shared.sd_model),
+            # model_data, not shared.sd_model: reading the latter while the UI is built can trigger a load
+            checkpoint_family=lambda: checkpoint_family(sd_models.model_data.sd_model),
+            send_dimensions_targets=size if None not in size else None,
             total_slots=API_UNIT_SLOTS,
             control_type_dropdown=option("controlnet_control_type_dropdown"),
             ignore_noninpaint_mask=lambda: option("controlnet_ignore_noninpaint_mask"),
         )
+        generate = _COMPONENTS.get(f"{tab}_generate")
+        if generate is not None:
+            states.sync_on(generate)  # values changed just before Generate are not missed (reference #2875)
+        return states
 
     # --- generation ---------------------------------------------------------------------------------------
     def process(self, p, *unit_args):
@@ -233,6 +241,16 @@ def _detach(p) -> None:
         session.detach()
 
 
+_COMPONENTS: dict[str, object] = {}  # A1111 widgets our panel wires to, by elem_id
+
+
+def _on_after_component(component, **kwargs) -> None:
+    elem_id = kwargs.get("elem_id") or getattr(component, "elem_id", None)
+    if elem_id in ("txt2img_generate", "img2img_generate", "txt2img_width", "txt2img_height", "img2img_width",
+                   "img2img_height"):
+        _COMPONENTS[elem_id] = component
+
+
 def _on_cfg_denoiser(params) -> None:
     """Announce the step's [cond..., uncond...] layout and progress to the row ledger."""
     cond = params.text_cond["crossattn"] if isinstance(params.text_cond, dict) else params.text_cond
@@ -260,5 +278,6 @@ def _on_app_started(demo, app) -> None:
 
 
 script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
+script_callbacks.on_after_component(_on_after_component)
 script_callbacks.on_ui_settings(_on_ui_settings)
 script_callbacks.on_app_started(_on_app_started)
