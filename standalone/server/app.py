@@ -2,11 +2,16 @@
 
     app = create_app(GenerationService(config, load_checkpoint(config.models_dir, config.ckpt)))
 
-Generation routes are plain `def`s: FastAPI runs them in worker threads, where they wait for their turn in
-the service's queue; progress and interrupt are `async` and answer at once, also while a job runs.
+The page at `/` is the gradio app of `gradio_page` (with the ControlNet panel) when gradio is installed, else
+the plain form of `page`, which is always at `/simple`. Generation routes are plain `def`s: FastAPI runs them in
+worker threads, where they wait for their turn in the service's queue; progress and interrupt are `async` and
+answer at once, also while a job runs.
 """
 
 from __future__ import annotations
+
+import importlib.util
+import logging
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
@@ -20,8 +25,12 @@ from .page import page_html
 from .schemas import Img2ImgBody, Txt2ImgBody
 from .service import GenerationService
 
+logger = logging.getLogger("standalone.server")
 
-def create_app(service: GenerationService) -> FastAPI:
+
+def create_app(service: GenerationService, *, with_panel: bool | None = None) -> FastAPI:
+    """`with_panel`: mount the gradio page with the ControlNet panel at `/` (default: when gradio is installed);
+    otherwise `/` is the plain HTML form, which is always at `/simple` too."""
     app = FastAPI(title="ControlNet standalone host", description="A1111-compatible API without a WebUI")
     app.state.service = service
     install_error_handlers(app)
@@ -70,8 +79,20 @@ def create_app(service: GenerationService) -> FastAPI:
     app.include_router(create_router(service.preprocessors, service.result_cache, models=service.models,
                                      unit_count=service.unit_count))
 
-    @app.get("/", response_class=HTMLResponse)
-    async def page() -> HTMLResponse:
+    @app.get("/simple", response_class=HTMLResponse)
+    async def simple_page() -> HTMLResponse:
         return HTMLResponse(page_html(service))
 
+    if with_panel is None:
+        with_panel = importlib.util.find_spec("gradio") is not None
+    if with_panel:
+        import gradio as gr
+
+        from .gradio_page import build_blocks
+
+        # mounted last: every route above matches first, the gradio app gets `/` and its own paths
+        gr.mount_gradio_app(app, build_blocks(service), path="/")
+    else:
+        logger.warning("gradio is not installed: the page at / is the plain form, without the ControlNet panel")
+        app.add_api_route("/", simple_page, methods=["GET"], response_class=HTMLResponse)
     return app

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,17 +25,31 @@ from lib_controlnet.model_registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry, ResultCache, default_cache, default_registry
 
 from ..pipeline import Pipeline
-from ..request import GenerationRequest, GenerationResult
+from ..request import GenerationRequest, GenerationResult, StepProgress
 from .alwayson import controlnet_units
 from .checkpoints import LoadedCheckpoint, checkpoint_files
 from .config import ServerConfig
 from .encoding import png_base64
 from .jobs import Job, JobQueue
-from .payload import translate
+from .payload import Translated, translate
 from .schemas import GenerationBody, Img2ImgBody, body_dict
 
 logger = logging.getLogger("standalone.server")
 VERSION = "standalone"
+
+
+@dataclass
+class Outcome:
+    """One finished generation, before it is encoded for a client."""
+
+    body: GenerationBody
+    kind: str
+    request: GenerationRequest
+    plan: Translated
+    result: GenerationResult
+    maps: list[np.ndarray]  # detected maps to show after the images (empty when not appended)
+    warnings: list[str]
+    job: Job
 
 
 class GenerationService:
@@ -76,29 +91,41 @@ class GenerationService:
 
     # --- a generation -------------------------------------------------------------------------------------
     def generate(self, body: GenerationBody) -> dict:
+        """The A1111 API call: body in, `{"images", "parameters", "info", "warnings"}` out."""
+        return self.response(self.run(body))
+
+    def run(self, body: GenerationBody, *, units: Sequence | None = None,
+            on_progress: Callable[[StepProgress], None] | None = None) -> Outcome:
+        """Generate. `units` (Unit objects or unit dicts, as the panel's states hold them) replaces the body's
+        alwayson_scripts; `on_progress` sees every sampling step of this job."""
         kind = "img2img" if isinstance(body, Img2ImgBody) else "txt2img"
         model = self.checkpoint.model
-        names = (self.checkpoint_title(), model.name, model.path.name)
-        plan = translate(body, checkpoint_names=names)
-        units, notes = controlnet_units(body.alwayson_scripts, self.preprocessors, self.config.unit_slots)
+        plan = translate(body, checkpoint_names=(self.checkpoint_title(), model.name, model.path.name))
+        alwayson = body.alwayson_scripts if units is None else {"controlnet": {"args": list(units)}}
+        parsed, notes = controlnet_units(alwayson, self.preprocessors, self.config.unit_slots)
         request = GenerationRequest(**plan.fields)
         self.pipeline.validate(request)
 
         job = Job(kind, task_id=body.force_task_id or "")
+
+        def on_step(progress: StepProgress) -> None:
+            job.on_step(progress)
+            if on_progress is not None:
+                on_progress(progress)
+
         with self.queue.turn(job):
             prepared = []
-            if any(u.enabled for u in units):
-                prepared = prepare_units(units, self._inputs(request, plan), models=self.models,
+            if any(u.enabled for u in parsed):
+                prepared = prepare_units(parsed, self._inputs(request, plan), models=self.models,
                                          model_cache=self.model_cache, preprocessors=self.preprocessors,
                                          result_cache=self.result_cache)
             request.units = [pu.bound for pu in prepared]
             request.extra_generation_params.update(infotext_params([pu.unit for pu in prepared]))
-            result = self.pipeline.generate(request, on_step=job.on_step, interrupt=job.interrupt)
+            result = self.pipeline.generate(request, on_step=on_step, interrupt=job.interrupt)
 
         maps = [] if self.config.option("control_net_no_detectmap", plan.overrides) else list(
             detected_maps(prepared, request.width, request.height))
-        warnings = [*result.warnings, *plan.warnings, *notes]
-        return self._response(body, kind, request, plan, result, maps, warnings, job)
+        return Outcome(body, kind, request, plan, result, maps, [*result.warnings, *plan.warnings, *notes], job)
 
     def _inputs(self, request: GenerationRequest, plan) -> GenerationInputs:
         init_image = mask = None
@@ -121,8 +148,10 @@ class GenerationService:
             ignore_noninpaint_mask=self.config.option("controlnet_ignore_noninpaint_mask", plan.overrides),
         )
 
-    def _response(self, body, kind, request: GenerationRequest, plan, result: GenerationResult, maps, warnings,
-                  job: Job) -> dict:
+    def response(self, outcome: Outcome) -> dict:
+        """A1111's response body: generated images (with their infotext) then the detected maps."""
+        body, kind, request, plan, result = outcome.body, outcome.kind, outcome.request, outcome.plan, outcome.result
+        maps, warnings, job = outcome.maps, outcome.warnings, outcome.job
         images = [png_base64(im, text) for im, text in zip(result.images, result.infotexts)]
         images += [png_base64(m) for m in maps]
         if body.send_images is False:
@@ -162,4 +191,4 @@ def detected_maps(prepared: list[PreparedUnit], width: int, height: int) -> Iter
             yield fit_detected_map(shown, pu.unit.resize_mode, h, w)
 
 
-__all__ = ["GenerationService", "detected_maps"]
+__all__ = ["GenerationService", "Outcome", "detected_maps"]

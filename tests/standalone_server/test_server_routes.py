@@ -39,8 +39,21 @@ def test_every_response_carries_the_demo_notice(client):
         assert client.get(path).headers[NOTICE_HEADER] == DEMO_NOTICE, path
 
 
-def test_the_page_has_the_form_the_units_and_the_notice(client):
+def test_the_page_mounts_the_controlnet_panel_for_both_tabs(client, service):
     page = client.get("/")
+    assert page.status_code == 200 and "gradio" in page.text
+    config = client.get("/config").json()
+    ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+    for tab in ("txt2img", "img2img"):
+        assert {f"{tab}_controlnet", f"{tab}_prompt", f"{tab}_steps", f"{tab}_width", f"{tab}_seed", f"{tab}_generate",
+                f"{tab}_interrupt", f"{tab}_gallery"} <= ids
+        assert sum(1 for i in ids if i and i.startswith(f"{tab}_controlnet_ControlNet-") and i.endswith("_tab")) == 3
+    assert {"img2img_image", "img2img_denoising_strength", "demo_notice"} <= ids
+    assert service.notice in str(config)
+
+
+def test_the_plain_page_has_the_form_the_units_and_the_notice(client):
+    page = client.get("/simple")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     text = page.text
     for element in ('id="prompt"', 'id="negative_prompt"', 'id="steps"', 'id="width"', 'id="height"', 'id="seed"',
