@@ -2,9 +2,10 @@
 
 Works with the Python that runs it (3.10 or 3.11; a fresh virtual environment is fine) and installs into that
 interpreter's environment, never another one:
-  1. torch==2.13.0 first, and only if no torch is installed (a torch already there is kept, whatever its build);
-     a bare "torch" requirement pulled in by something else would resolve to a CUDA build. Set TORCH_INDEX_URL
-     to add a package index for it (e.g. PyTorch's CPU index) where the default one serves CUDA builds.
+  1. torch first, and only if no torch is installed (a torch already there is kept, whatever its build, so a
+     GPU user installs the CUDA build they want before running this): exactly torch==2.13.0+cpu, the CPU build,
+     so that nothing here can pull a CUDA build (which a bare "torch" requirement would). Where the package
+     index has no such build, set TORCH_INDEX_URL to one that does (e.g. PyTorch's CPU index).
   2. requirements-standalone.txt, with the installed torch pinned so that nothing can replace it;
   3. two packages with --no-deps (their declared dependencies would pull torchvision and a CUDA torch):
      stable-diffusion-sdkit (ldm's UNet and VAE code) and open_clip_torch (only for its CLIP vocabulary file).
@@ -27,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-TORCH = "torch==2.13.0"
+TORCH = "torch==2.13.0+cpu"  # the local version label: a CPU build or nothing, never CUDA
 REQUIREMENTS_FILE = ROOT / "requirements-standalone.txt"
 NO_DEPS = ("stable-diffusion-sdkit==2.1.5", "open_clip_torch==3.3.0")
 SUPPORTED_PYTHONS = ((3, 10), (3, 11))
@@ -102,7 +103,12 @@ def install_missing() -> None:
     print(f"launch.py: checking the packages of {sys.prefix} (Python {sys.version.split()[0]})", flush=True)
     if installed_version("torch") is None:
         index = os.environ.get("TORCH_INDEX_URL")
-        pip([TORCH, *(["--extra-index-url", index] if index else [])])
+        try:
+            pip([TORCH, *(["--extra-index-url", index] if index else [])])
+        except subprocess.CalledProcessError:
+            sys.exit(f"launch.py: pip found no {TORCH} for Python {sys.version.split()[0]} here. Set TORCH_INDEX_URL "
+                     "to an index that has it (e.g. PyTorch's CPU wheel index), or install the torch you want "
+                     "into this environment first: launch.py keeps an installed torch.")
     pinned_torch = f"torch=={installed_version('torch')}\n"
     todo = missing(read_requirements(REQUIREMENTS_FILE))
     if todo:
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_install:
         install_missing()
     else:
-        todo = missing([TORCH.split("==")[0], *read_requirements(REQUIREMENTS_FILE), *NO_DEPS])
+        todo = missing(["torch", *read_requirements(REQUIREMENTS_FILE), *NO_DEPS])
         if todo:
             sys.exit(f"launch.py --skip-install: missing or wrong versions: {', '.join(todo)}")
     if args.install_only:

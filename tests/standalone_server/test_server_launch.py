@@ -51,7 +51,7 @@ def fake_env(monkeypatch):
     def pip(args, constraints=None):
         calls.append((list(args), constraints))
         if args == [launch.TORCH]:
-            present["torch"] = "2.13.0+cpu"
+            present["torch"] = "2.13.0+cpu"  # what pip would install
 
     monkeypatch.setattr(launch, "pip", pip)
     monkeypatch.delenv("TORCH_INDEX_URL", raising=False)
@@ -74,3 +74,16 @@ def test_an_installed_torch_is_kept(fake_env):
     launch.install_missing()
     assert all(args != [launch.TORCH] for args, _ in calls)
     assert calls[0][1] == "torch==2.1.2+cu121\n"
+
+
+def test_torch_is_asked_for_as_the_cpu_build_only():
+    assert launch.TORCH == "torch==2.13.0+cpu"  # a local version label: no index can answer it with a CUDA build
+
+
+def test_no_cpu_torch_stops_with_advice(fake_env, monkeypatch):
+    def failing_pip(args, constraints=None):
+        raise subprocess.CalledProcessError(1, "pip")
+
+    monkeypatch.setattr(launch, "pip", failing_pip)
+    with pytest.raises(SystemExit, match="TORCH_INDEX_URL"):
+        launch.install_missing()
