@@ -93,7 +93,7 @@ def test_sketch_mask_becomes_the_scribble(controlnet_client, astronaut_png_b64):
 
 
 @pytest.mark.parametrize("body, status, detail, field", [
-    ({"controlnet_module": "depth_midas", "controlnet_input_images": ["x"]}, 422, "Module not available",
+    ({"controlnet_module": "no_such_module", "controlnet_input_images": ["x"]}, 422, "Module not available",
      "controlnet_module"),
     ({"controlnet_module": "canny"}, 422, "No image selected", "controlnet_input_images"),
     ({"controlnet_module": "canny", "controlnet_input_images": []}, 422, "No image selected",
