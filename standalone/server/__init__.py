@@ -7,8 +7,9 @@ Modules: config (what the server is started with), checkpoints (which SD checkpo
 schemas (A1111's request bodies), payload (a body -> pipeline fields; what is refused or only noted),
 alwayson (alwayson_scripts -> ControlNet units), jobs (the one-at-a-time queue, progress, interrupt),
 service (a generation: units prepared by the core, infotext, detected maps, A1111's response), encoding (PNG
-base64 with the infotext chunk), errors (A1111's error bodies), notice (the demo-model header), page (`/`),
-app (the routes), serve (uvicorn).
+base64 with the infotext chunk), errors (A1111's error bodies), notice (the demo-model header), gradio_page
+(`/`: the form and the ControlNet panel), page (`/simple`: the same without gradio), app (the routes), serve
+(uvicorn).
 """
 
 from .app import create_app

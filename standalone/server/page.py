@@ -1,8 +1,8 @@
-"""The page at `/`: a txt2img/img2img form with ControlNet units, a progress bar and the result gallery.
+"""The plain page at `/simple` (and at `/` when gradio is not installed): a txt2img/img2img form with simple
+ControlNet unit fields, a progress bar and the result gallery.
 
 Plain HTML and a little JavaScript over the same HTTP API an external client uses (/sdapi/v1/*, /controlnet/*),
-so the page exercises exactly what API users get. The gradio ControlNet panel (lib_controlnet.ui) replaces the
-unit forms here once it is available to the standalone host.
+so the page exercises exactly what API users get. The full ControlNet panel is on the gradio page (gradio_page).
 """
 
 from __future__ import annotations
