@@ -118,7 +118,7 @@ class Script(scripts.Script):
     def process(self, p, *unit_args):
         _detach(p)  # a previous generation that died before postprocess leaves nothing behind
         try:
-            session = self._prepare(p, unit_args)
+            session = _prepare(p, unit_args)
         except ControlNetError as exc:
             _fail_sampling(p, exc)
             return
