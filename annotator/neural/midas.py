@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..util import apply_padded, gray_to_rgb, hwc3, resize_short_side
-from .runtime import AnnotatorModels, default_models
+from .runtime import AnnotatorModels, default_models, image_tensor
 from .vit import Block, fuse, make_scratch
 from .weights import NetSpec, WeightFile
 
@@ -217,7 +217,7 @@ def midas_depth(img: np.ndarray, models: AnnotatorModels | None = None) -> np.nd
     models = default_models() if models is None else models
     net = models.get(MIDAS)
     with models.running(net) as device:
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        x = image_tensor(img, device) / 127.5 - 1.0
         return net(x)[0].float().cpu().numpy()
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..util import apply_padded, hwc3, resize_short_side
-from .runtime import AnnotatorModels, default_models
+from .runtime import AnnotatorModels, default_models, image_tensor
 from .weights import NetSpec, WeightFile
 
 BN_EPS = 1e-3
@@ -218,7 +218,7 @@ def normal_bae_map(img: np.ndarray, models: AnnotatorModels | None = None) -> np
     models = default_models() if models is None else models
     net = models.get(NORMAL_BAE)
     with models.running(net) as device:
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)[None].float() / 255.0
+        x = image_tensor(img, device) / 255.0
         normal = net((x - MEAN.to(device)) / STD.to(device))[0, :3]
         normal = ((normal + 1) * 0.5).clip(0, 1).permute(1, 2, 0).float().cpu().numpy()
     return (normal * 255.0).clip(0, 255).astype(np.uint8)

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ..openpose_draw import draw_poses
-from ..openpose_format import BODY_POINTS, FACE_POINTS, HAND_POINTS, PersonPose
+from ..openpose_format import BODY_POINTS, FACE_POINTS, HAND_POINTS, PersonPose, encode_pose_json
 from ..util import hwc3, resize_short_side
 from .openpose_nets import body_net, face_net, hand_net
-from .runtime import AnnotatorModels, default_models
+from .runtime import AnnotatorModels, default_models, image_tensor
 from .weights import NetSpec, WeightFile
 
 BODY = NetSpec("OpenPose body", WeightFile(("body_pose_model.pth",), "openpose"), body_net)
@@ -80,7 +80,7 @@ def _pad_to_stride(img: np.ndarray) -> tuple[np.ndarray, int, int]:
 
 def _to_input(bgr: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 BGR HxWx3 -> 1x3xHxW in [-0.5, 0.5), the OpenPose networks' input."""
-    x = torch.from_numpy(np.ascontiguousarray(bgr)).to(device).permute(2, 0, 1)[None].float()
+    x = image_tensor(bgr, device)
     return x / 256.0 - 0.5
 
 
@@ -321,8 +321,6 @@ def openpose(image: np.ndarray, resolution: float, *, body: bool, hands: bool, f
              models: AnnotatorModels | None = None) -> tuple[np.ndarray, dict]:
     """(map, pose JSON) at processing resolution, like the reference's openpose / _hand / _face / _faceonly /
     _full: `hands` and `face` choose what is detected and drawn, `body` only whether the body is drawn."""
-    from ..openpose_format import encode_pose_json
-
     img = resize_short_side(hwc3(image), resolution)
     height, width = img.shape[:2]
     people = detect_poses(np.ascontiguousarray(img[:, :, ::-1]), hands=hands, face=face, models=models)

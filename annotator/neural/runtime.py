@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -28,6 +29,11 @@ from .weights import NetSpec
 # on every call.
 MIN_CAPACITY = 3
 COMPUTE_DTYPE = torch.float32  # the reference runs its annotators in float32 too
+
+
+def image_tensor(img: np.ndarray, device: torch.device) -> torch.Tensor:
+    """HxWxC image -> 1xCxHxW float32 on `device` (copied: the caller's array may be read-only)."""
+    return torch.tensor(np.ascontiguousarray(img), device=device).permute(2, 0, 1)[None].float()
 
 
 def _default_device() -> torch.device:

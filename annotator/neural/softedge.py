@@ -11,7 +11,7 @@ from torch import nn
 
 from ..util import apply_padded, gray_to_rgb, hwc3, resize_short_side
 from .postprocess import safe_step, scribble_from_soft_edges, to_uint8
-from .runtime import AnnotatorModels, default_models
+from .runtime import AnnotatorModels, default_models, image_tensor
 from .weights import NetSpec, WeightFile
 
 # --- HED ------------------------------------------------------------------------------------------------
@@ -62,7 +62,7 @@ def hed_edges(img: np.ndarray, models: AnnotatorModels | None = None) -> np.ndar
     net = models.get(HED)
     height, width = img.shape[:2]
     with models.running(net) as device:
-        x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1)[None].float()
+        x = image_tensor(img, device)
         sides = [s[0, 0].float().cpu().numpy() for s in net(x)]
     sides = [cv2.resize(s, (width, height), interpolation=cv2.INTER_LINEAR) for s in sides]
     mean = np.mean(np.stack(sides, axis=2), axis=2).astype(np.float64)
@@ -214,7 +214,7 @@ def pidinet_edges(img: np.ndarray, models: AnnotatorModels | None = None) -> np.
     models = default_models() if models is None else models
     net = models.get(PIDINET)
     with models.running(net) as device:
-        x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).to(device).permute(2, 0, 1)[None].float()
+        x = image_tensor(img[:, :, ::-1], device)
         return net(x / 255.0)[-1][0, 0].float().cpu().numpy()
 
 

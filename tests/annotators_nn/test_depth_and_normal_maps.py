@@ -12,7 +12,7 @@ from annotator.neural import depth_anything, midas, normal_bae
 
 @pytest.fixture(scope="module")
 def models():
-    nets = {spec.weight.name: random_network(spec, seed=n, scale=0.02)
+    nets = {spec.weight.name: random_network(spec, seed=n)
             for n, spec in enumerate([midas.MIDAS, normal_bae.NORMAL_BAE])}
     torch.manual_seed(5)
     small = depth_anything.DepthAnythingV2(depth_anything.SIZES[384])  # the published ViT-S checkpoint's layout

@@ -124,3 +124,20 @@ def test_folder_precedence_is_the_references(tmp_path, monkeypatch):
     assert weights.set_weights_folder("relative", None, data_path=tmp_path) == tmp_path / "relative"
     assert weights.set_weights_folder(None, None) == weights.DEFAULT_FOLDER
     assert weights.weights_folder() == weights.DEFAULT_FOLDER
+
+
+def test_registry_modules_read_the_configured_folder(tmp_path, monkeypatch, photo):
+    from lib_controlnet.preprocessors import ResultCache, default_registry, resolve_params, run_preprocessor
+
+    monkeypatch.setattr(weights, "_folder", None)
+    weights.set_weights_folder(str(tmp_path))
+    registry = default_registry()
+    sketch, mlsd_module = registry.get("t2ia_sketch_pidi"), registry.get("mlsd")
+    with pytest.raises(NotFoundError, match="table5_pidinet.pth"):
+        run_preprocessor(sketch, photo, resolve_params(sketch, 128), cache=ResultCache(0))
+    _save(tmp_path / "pidinet", softedge.PIDINET)
+    _save(tmp_path, mlsd.MLSD)
+    out = run_preprocessor(sketch, photo, resolve_params(sketch, 128), cache=ResultCache(0)).map
+    assert out.shape == (128, 160, 3) and set(out.ravel().tolist()) <= {0, 255}
+    lines = run_preprocessor(mlsd_module, photo, resolve_params(mlsd_module, 128, 0.05, 0.5), cache=ResultCache(0))
+    assert lines.map.shape == (128, 160, 3)

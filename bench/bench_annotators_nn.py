@@ -1,0 +1,105 @@
+"""Neural annotators on the CPU at a 512 x 512 photo (skimage's astronaut), with random weights in the
+published layouts: seconds per call of each network's forward at the size its preprocessor feeds it, and of
+the whole preprocessor (resizing, padding, pre/post-processing, device placement) around it.
+
+Random weights find no people, so openpose's row is the body network only; the hand (four scales of one
+hand crop) and face networks, which run once per detected hand and face, have rows of their own.
+Usage: python bench/bench_annotators_nn.py [--rounds N] [--threads N] [--only NAME,NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(fn, rounds: int) -> tuple[float, float]:
+    """Median wall seconds and median process CPU seconds per call (CPU time is what a shared, loaded
+    machine does not distort: on an idle machine wall ~ CPU / threads)."""
+    fn()  # warm up
+    walls, cpus = [], []
+    for _ in range(rounds):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--only", default="", help="comma-separated row names")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests" / "annotators_nn"))
+    import numpy as np
+    import skimage.data
+    import torch
+    from nn_test_helpers import PreloadedModels, random_network
+
+    from annotator.neural import depth_anything, lineart, midas, mlsd, normal_bae, openpose, softedge
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    photo = skimage.data.astronaut()  # 512 x 512
+    rng = np.random.default_rng(0)
+
+    def rand_input(*shape):
+        return torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+
+    # name: (spec, preprocessor call or None, network input shape)
+    rows = {
+        "openpose (body)": (openpose.BODY, lambda m: openpose.openpose(photo, 512, body=True, hands=False, face=False,
+                                                                       models=m), (1, 3, 184, 184)),
+        "openpose hand (4 scales)": (openpose.HAND, None, None),
+        "openpose face": (openpose.FACE, None, (1, 3, 384, 384)),
+        "softedge_hed": (softedge.HED, lambda m: softedge.softedge_hed(photo, 512, models=m), (1, 3, 512, 512)),
+        "softedge_pidinet": (softedge.PIDINET, lambda m: softedge.softedge_pidinet(photo, 512, models=m),
+                             (1, 3, 512, 512)),
+        "lineart_realistic": (lineart.LINEART, lambda m: lineart.lineart(photo, 512, models=m), (1, 3, 512, 512)),
+        "lineart_anime": (lineart.LINEART_ANIME, lambda m: lineart.lineart_anime(photo, 512, models=m),
+                          (1, 3, 512, 512)),
+        "lineart_anime_denoise": (lineart.MANGA_LINE, lambda m: lineart.lineart_anime_denoise(photo, 512, models=m),
+                                  (1, 1, 512, 512)),
+        "mlsd": (mlsd.MLSD, lambda m: mlsd.mlsd(photo, 512, 0.1, 0.1, models=m), (1, 4, 512, 512)),
+        "depth_midas": (midas.MIDAS, lambda m: midas.depth_midas(photo, 512, models=m), (1, 3, 512, 512)),
+        "depth_anything_v2 (ViT-S)": (depth_anything.DEPTH_ANYTHING_V2,
+                                      lambda m: depth_anything.depth_anything_v2(photo, 512, models=m),
+                                      (1, 3, 518, 518)),
+        "normal_bae": (normal_bae.NORMAL_BAE, lambda m: normal_bae.normal_bae(photo, 512, models=m), (1, 3, 512, 512)),
+    }
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, float32, median of {args.rounds}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"{'annotator':28s} {'params':>8s} {'network s (cpu s)':>18s} {'preprocessor s (cpu s)':>23s}")
+    for name, (spec, call, shape) in rows.items():
+        if only and name not in only:
+            continue
+        if spec is depth_anything.DEPTH_ANYTHING_V2:
+            torch.manual_seed(0)
+            net = depth_anything.DepthAnythingV2(depth_anything.SIZES[384]).eval().requires_grad_(False)
+        else:
+            net = random_network(spec)
+        params = sum(p.numel() for p in net.parameters()) / 1e6
+        models = PreloadedModels({spec.weight.name: net})
+        with torch.inference_mode():
+            if spec is openpose.HAND:
+                crop = np.ascontiguousarray(photo[150:350, 150:350, ::-1])
+                network = timed(partial(openpose.hand_points, net, crop, torch.device("cpu")), args.rounds)
+            else:
+                network = timed(partial(net, rand_input(*shape)), args.rounds)
+        whole = "-" if call is None else "{:8.2f} ({:6.2f})".format(*timed(partial(call, models), args.rounds))
+        print(f"{name:28s} {params:7.1f}M {network[0]:9.2f} ({network[1]:6.2f}) {whole:>23s}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
