@@ -10,7 +10,7 @@ Both hosts call `prepare_units`; neither knows how a unit becomes tensors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -135,8 +135,21 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     )
     if not unit.pixel_perfect:  # infotext records what ran (pixel perfect: the computed resolution)
         resolution = params.resolution if preprocessor.resolution.visible else unit.processor_res
-    used = replace(unit, processor_res=resolution, threshold_a=params.slider_1, threshold_b=params.slider_2)
+    # infotext records what ran: the resolved "stem [hash]" (a bare stem could find another file on paste)
+    used = replace(unit, model=entry.name, processor_res=resolution, threshold_a=params.slider_1,
+                   threshold_b=params.slider_2)
     return PreparedUnit(index, used, bound, shown if unit.save_detected_map else [])
+
+
+def detected_map_images(prepared: Sequence[PreparedUnit], inputs: GenerationInputs) -> Iterator[np.ndarray]:
+    """The maps a host appends to its output images, in unit order, at the hint sizes: with hires fix the
+    hires-size map first, then the first-pass one (the reference's order and count)."""
+    h, w = hint_size(inputs.width, inputs.height)
+    for pu in prepared:
+        for shown in pu.detected_maps:
+            if inputs.hires_size is not None:
+                yield fit_detected_map(shown, pu.unit.resize_mode, *inputs.hires_size)
+            yield fit_detected_map(shown, pu.unit.resize_mode, h, w)
 
 
 def _input_images(index: int, unit: Unit, inputs: GenerationInputs, accepts_mask: bool) -> list[np.ndarray]:

@@ -26,8 +26,8 @@ from PIL import Image
 from lib_controlnet import settings as cn_settings
 from lib_controlnet.cfg_rows import CfgBatchRows
 from lib_controlnet.errors import ControlNetError
-from lib_controlnet.generation import GenerationInputs, prepare_units
-from lib_controlnet.hint_size import fit_detected_map, hint_size, hires_hint_size
+from lib_controlnet.generation import GenerationInputs, detected_map_images, prepare_units
+from lib_controlnet.hint_size import hires_hint_size
 from lib_controlnet.hook import ControlHook
 from lib_controlnet.infotext import infotext_params
 from lib_controlnet.masked_crop import prepare_mask
@@ -153,7 +153,7 @@ class Script(scripts.Script):
         _detach(p)
         if session is None or option("control_net_no_detectmap") or getattr(p, "controlnet_error", None):
             return
-        for image in _detected_maps(session):
+        for image in detected_map_images(session.prepared, session.inputs):
             processed.images.append(Image.fromarray(image))
 
 
@@ -201,15 +201,6 @@ def _generation_inputs(p) -> GenerationInputs:
         generation_param_keys=tuple(p.extra_generation_params),
         ignore_noninpaint_mask=option("controlnet_ignore_noninpaint_mask"),
     )
-
-
-def _detected_maps(session: _Session):
-    h, w = hint_size(session.inputs.width, session.inputs.height)
-    for pu in session.prepared:
-        for shown in pu.detected_maps:
-            if session.inputs.hires_size is not None:  # the reference: hires map first, then the low-res one
-                yield fit_detected_map(shown, pu.unit.resize_mode, *session.inputs.hires_size)
-            yield fit_detected_map(shown, pu.unit.resize_mode, h, w)
 
 
 def _fail_sampling(p, exc: BaseException) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from lib_controlnet.generation import GenerationInputs, PreparedUnit, prepare_units
-from lib_controlnet.hint_size import fit_detected_map, hint_size
+from lib_controlnet.generation import GenerationInputs, detected_map_images, prepare_units
 from lib_controlnet.infotext import infotext_params
 from lib_controlnet.masked_crop import prepare_mask
 from lib_controlnet.model_cache import ModelCache
@@ -115,8 +114,9 @@ class GenerationService:
 
         with self.queue.turn(job):
             prepared = []
+            inputs = self._inputs(request, plan)
             if any(u.enabled for u in parsed):
-                prepared = prepare_units(parsed, self._inputs(request, plan), models=self.models,
+                prepared = prepare_units(parsed, inputs, models=self.models,
                                          model_cache=self.model_cache, preprocessors=self.preprocessors,
                                          result_cache=self.result_cache)
             request.units = [pu.bound for pu in prepared]
@@ -124,7 +124,7 @@ class GenerationService:
             result = self.pipeline.generate(request, on_step=on_step, interrupt=job.interrupt)
 
         maps = [] if self.config.option("control_net_no_detectmap", plan.overrides) else list(
-            detected_maps(prepared, request.width, request.height))
+            detected_map_images(prepared, inputs))
         return Outcome(body, kind, request, plan, result, maps, [*result.warnings, *plan.warnings, *notes], job)
 
     def _inputs(self, request: GenerationRequest, plan) -> GenerationInputs:
@@ -182,13 +182,4 @@ class GenerationService:
                 "warnings": warnings}
 
 
-def detected_maps(prepared: list[PreparedUnit], width: int, height: int) -> Iterator[np.ndarray]:
-    """Each unit's detected maps at the hint size, in unit order (the A1111 adapter's `_detected_maps`, without
-    the hires-fix map, which this host does not have)."""
-    h, w = hint_size(width, height)
-    for pu in prepared:
-        for shown in pu.detected_maps:
-            yield fit_detected_map(shown, pu.unit.resize_mode, h, w)
-
-
-__all__ = ["GenerationService", "Outcome", "detected_maps"]
+__all__ = ["GenerationService", "Outcome"]
