@@ -55,6 +55,7 @@ _FLAT_KEY = re.compile(
     r"Ending Step|Resize Mode|Pixel Perfect|Control Mode|Preprocessor Parameters)$"
 )
 _UNIT_KEY = re.compile(r"^\s*ControlNet(?: (\d+))?$")
+_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')  # the grammar A1111 reads
 _PYTHON_ENUM = re.compile(r"^(?:ResizeMode|ControlMode|HiResFixOption)\.(\w+)$")
 
 
@@ -86,10 +87,19 @@ def _format_value(value) -> str:
     return text
 
 
-def infotext_params(units: Sequence[Unit]) -> dict[str, str]:
-    """`{"ControlNet <i>": value}` for the enabled units, i being the unit's position in `units`, so that a
-    pasted infotext fills the same unit tabs (the reference numbers enabled units 0, 1, ... instead)."""
-    return {f"{UNIT_PREFIX} {i}": serialize_unit(u) for i, u in enumerate(units) if u.enabled}
+def infotext_params(units: Sequence[Unit] | Mapping[int, Unit]) -> dict[str, str]:
+    """`{"ControlNet <i>": value}` for the enabled units, i being the unit's position in `units` (its key, when
+    `units` maps positions to some of the units, e.g. the prepared ones), so that a pasted infotext fills the
+    same unit tabs (the reference numbers enabled units 0, 1, ... instead)."""
+    items = units.items() if isinstance(units, Mapping) else enumerate(units)
+    return {f"{UNIT_PREFIX} {i}": serialize_unit(u) for i, u in items if u.enabled}
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """The `Key: value, ...` pairs of an infotext's last line (A1111's `parse_generation_parameters`, for its
+    parameters only; prompts are not needed here), JSON-quoted values unquoted."""
+    lines = text.strip().splitlines()
+    return {key: unquote(value) for key, value in _PARAM.findall(lines[-1] if lines else "")}
 
 
 def quote(text: str) -> str:
@@ -130,10 +140,10 @@ def parse_unit(text: str, *, index: int | None = None) -> Unit:
     return Unit.from_dict(values, index=index)
 
 
-def parse_infotext(params: Mapping[str, Any], errors: list[str] | None = None) -> dict[int, Unit]:
+def parse_infotext(params: Mapping[str, Any], errors: dict[int, str] | None = None) -> dict[int, Unit]:
     """Every ControlNet unit in parsed generation parameters (A1111's `parse_generation_parameters` result,
-    already unquoted), by unit index. With `errors` given, a broken entry is reported there and skipped (for
-    pasting); without, it raises InputError naming the unit."""
+    already unquoted), by unit index. With `errors` given, a broken entry is reported there by unit index and
+    skipped (for pasting); without, it raises InputError naming the unit."""
     units: dict[int, Unit] = {}
     flat: dict[int, dict[str, Any]] = {}
     for key, value in params.items():
@@ -152,7 +162,7 @@ def parse_infotext(params: Mapping[str, Any], errors: list[str] | None = None) -
         except ControlNetError as exc:
             if errors is None:
                 raise
-            errors.append(f"{key}: {exc}")
+            errors[index] = f"{key}: {exc}"
     for index, fields in sorted(flat.items()):
         if index in units:
             continue  # a current-format entry for the same unit wins
@@ -161,19 +171,8 @@ def parse_infotext(params: Mapping[str, Any], errors: list[str] | None = None) -
         except ControlNetError as exc:
             if errors is None:
                 raise
-            errors.append(f"ControlNet {index}: {exc}")
+            errors[index] = f"ControlNet {index}: {exc}"
     return dict(sorted(units.items()))
-
-
-def paste_updates(params: Mapping[str, Any], errors: list[str] | None = None) -> dict[str, Any]:
-    """`{"ControlNet <i> <field>": value}` for the UI's paste targets (the reference's on_infotext_pasted):
-    the infotext fields plus `enabled` (and `hr_option` when written); enums as their strings."""
-    updates = {}
-    for index, unit in parse_infotext(params, errors).items():
-        for name in (*INFOTEXT_FIELDS, "hr_option", "enabled"):
-            value = getattr(unit, name)
-            updates[f"{UNIT_PREFIX} {index} {name}"] = value.value if isinstance(value, Enum) else value
-    return updates
 
 
 def _flat_unit(fields: Mapping[str, Any], index: int) -> Unit:

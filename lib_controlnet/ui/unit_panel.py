@@ -23,6 +23,7 @@ from . import compat
 from .canvas import CANVAS_DEFAULT, CANVAS_MAX, CANVAS_MIN, CANVAS_STEP, blank_canvas, image_size
 from .control_type_filter import ALL, keep_or_default, models_for_family, type_choices, type_names
 from .elem_ids import UnitIds
+from .paste import PASTED_SLIDERS, remembered_sliders
 from .preview import run_preview
 from .sliders import resolution_visibility, slider_states, slider_updates
 from .tab_titles import enabled_js
@@ -169,6 +170,9 @@ def build_unit(tab: str, index: int, unit_count: int, *, models: ModelRegistry, 
     # --- server-side state --------------------------------------------------------------------------------
     w["image_value"] = gr.State(value=None)  # the image widget's last value, kept on the server
     w["last_map"] = gr.State(value=None)  # the last preview map, for "use as input"
+    # slider values pasted from infotext, which the preprocessor's change event must not reset (see paste.py);
+    # a hidden Textbox rather than a State because A1111's paste can only set components with a value type
+    w[PASTED_SLIDERS] = gr.Textbox(value="", visible=False, elem_id=ids.control("pasted_sliders"))
     initial_values = {key: _initial(w, key) for key in VALUE_KEYS}
     initial_unit, _ = state_value(initial_values, preprocessors=preprocessors, tab=tab, index=index)
     state = gr.State(value=initial_unit)
@@ -221,13 +225,18 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
     w["enabled"].change(fn=None, inputs=[w["enabled"]], outputs=[], **compat.js_kwargs(enabled_js(c.tab, c.index)))
 
     # preprocessor: its sliders and control-mode visibility, then the unit
-    def on_module(module, pixel_perfect):
+    def on_module(module, pixel_perfect, pasted=""):
         preprocessor = ctx.preprocessors.get(module)
         mode = gr.update() if preprocessor is None else gr.update(visible=preprocessor.show_control_mode)
-        return (*slider_updates(preprocessor, pixel_perfect), mode)
+        sliders = slider_updates(preprocessor, pixel_perfect)
+        kept = remembered_sliders(pasted, module)
+        if kept is not None and len(kept) == len(sliders):
+            sliders = tuple({**update, "value": value} for update, value in zip(sliders, kept))
+        return (*sliders, mode, "")
 
-    w["module"].change(fn=on_module, inputs=[w["module"], w["pixel_perfect"]],
-                       outputs=[w["processor_res"], w["threshold_a"], w["threshold_b"], w["control_mode"]],
+    w["module"].change(fn=on_module, inputs=[w["module"], w["pixel_perfect"], w[PASTED_SLIDERS]],
+                       outputs=[w["processor_res"], w["threshold_a"], w["threshold_b"], w["control_mode"],
+                                w[PASTED_SLIDERS]],
                        queue=False, show_progress=QUIET).then(**sync_args)
     w["pixel_perfect"].change(fn=lambda module, on: resolution_visibility(ctx.preprocessors.get(module), on),
                               inputs=[w["module"], w["pixel_perfect"]], outputs=[w["processor_res"]],
@@ -243,7 +252,7 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
         else:  # the reference's behaviour: picking a type picks its usual preprocessor and model
             module, model = choices.default_module, choices.default_model
         return (gr.update(choices=choices.modules, value=module), gr.update(choices=choices.models, value=model),
-                *on_module(module, pixel_perfect))
+                *on_module(module, pixel_perfect)[:-1])
 
     w["control_type"].change(fn=on_type, inputs=[w["control_type"], w["module"], w["model"], w["pixel_perfect"]],
                              outputs=[w["module"], w["model"], w["processor_res"], w["threshold_a"],

@@ -14,7 +14,6 @@ from lib_controlnet.infotext import (
     infotext_params,
     parse_infotext,
     parse_unit,
-    paste_updates,
     quote,
     serialize_unit,
     unquote,
@@ -157,20 +156,9 @@ def test_broken_entries_name_the_unit(text, field):
     with pytest.raises(InputError) as info:
         parse_infotext({"ControlNet 3": text})
     assert (info.value.unit, info.value.field) == (3, field)
-    errors = []
+    errors = {}
     assert parse_infotext({"ControlNet 3": text, "ControlNet 0": REFERENCE_CANNY}, errors).keys() == {0}
-    assert len(errors) == 1 and errors[0].startswith("ControlNet 3:")
-
-
-# --- pasting --------------------------------------------------------------------------------------------
-def test_paste_updates_use_the_references_field_keys():
-    updates = paste_updates({"ControlNet 1": serialize_unit(canny_unit(control_mode=1, weight=0.5))})
-    assert updates["ControlNet 1 module"] == "canny"
-    assert updates["ControlNet 1 control_mode"] == "My prompt is more important"
-    assert updates["ControlNet 1 weight"] == 0.5
-    assert updates["ControlNet 1 resize_mode"] == "Crop and Resize"
-    assert updates["ControlNet 1 enabled"] is True
-    assert {k.split(" ", 2)[2] for k in updates} == {*INFOTEXT_FIELDS, "hr_option", "enabled"}
+    assert list(errors) == [3] and errors[3].startswith("ControlNet 3:")
 
 
 def test_quote_and_unquote_follow_a1111():
