@@ -20,12 +20,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 from modules import devices, script_callbacks, scripts, sd_models, shared
-from modules.paths_internal import models_path
+from modules.paths_internal import data_path, models_path
 from PIL import Image
 
+from annotator.neural import runtime as annotator_runtime
+from annotator.neural.weights import set_weights_folder
 from lib_controlnet import settings as cn_settings
 from lib_controlnet.cfg_rows import CfgBatchRows
-from lib_controlnet.errors import ControlNetError
+from lib_controlnet.errors import ControlNetError, InputError
 from lib_controlnet.generation import GenerationInputs, detected_map_images, prepare_units
 from lib_controlnet.hint_size import hires_hint_size
 from lib_controlnet.hook import ControlHook
@@ -34,6 +36,15 @@ from lib_controlnet.masked_crop import prepare_mask
 from lib_controlnet.model_cache import ModelCache
 from lib_controlnet.model_registry import ModelRegistry
 from lib_controlnet.preprocessors import default_registry
+from lib_controlnet.script_control import (
+    AXES,
+    XYZ_MARK,
+    apply_overrides,
+    axis_choices,
+    check_axis_values,
+    overrides_from,
+    set_axis_value,
+)
 from lib_controlnet.unit import Unit
 
 logger = logging.getLogger("controlnet")
@@ -56,6 +67,18 @@ MODELS = ModelRegistry(model_folders(), sort_by=option("control_net_models_sort_
                        name_filter=option("control_net_models_name_filter"))
 MODEL_CACHE = ModelCache(option("control_net_model_cache_size"))
 ROWS = CfgBatchRows()
+
+
+def configure_annotators() -> None:
+    """Neural annotators: the weight folder as the reference chooses it (setting, then flag, relative to the
+    data folder), the device ControlNet runs on, and the ControlNet model cache's size."""
+    set_weights_folder(option("control_net_modules_path"),
+                       getattr(shared.cmd_opts, "controlnet_annotator_models_path", None), data_path=data_path)
+    annotator_runtime.configure(device=devices.get_device_for("controlnet"),
+                                capacity=option("control_net_model_cache_size"))
+
+
+configure_annotators()
 
 
 def checkpoint_family(sd_model) -> str | None:
@@ -112,6 +135,11 @@ class Script(scripts.Script):
         generate = _COMPONENTS.get(f"{tab}_generate")
         if generate is not None:
             states.sync_on(generate)  # values changed just before Generate are not missed (reference #2875)
+        if option("control_net_sync_field_args"):
+            from lib_controlnet.ui.paste import paste_fields
+
+            self.infotext_fields = paste_fields(states.units)  # filled by _on_infotext_pasted's keys
+            self.paste_field_names = [key for _, key in self.infotext_fields]
         return states
 
     # --- generation ---------------------------------------------------------------------------------------
@@ -129,7 +157,7 @@ class Script(scripts.Script):
         if session is None:
             return
         p.controlnet_session = session
-        p.extra_generation_params.update(infotext_params([pu.unit for pu in session.prepared]))
+        p.extra_generation_params.update(infotext_params({pu.index: pu.unit for pu in session.prepared}))
         _wrap_sample(p)
 
     def process_before_every_sampling(self, p, *unit_args, **kwargs):
@@ -161,6 +189,7 @@ def _prepare(p, unit_args) -> _Session | None:
     registry = default_registry()
     units = [Unit.from_dict(arg, index=i, is_known_module=registry.__contains__)
              for i, arg in enumerate(unit_args) if arg is not None]
+    units = _script_overrides(p, units, registry)
     for unit in units:
         for note in unit.warnings():
             logger.warning("ControlNet unit %s: %s", units.index(unit), note)
@@ -171,6 +200,22 @@ def _prepare(p, unit_args) -> _Session | None:
     inputs = _generation_inputs(p)
     prepared = prepare_units(units, inputs, models=MODELS, model_cache=MODEL_CACHE, preprocessors=registry)
     return _Session(prepared, inputs)
+
+
+def _script_overrides(p, units: list[Unit], registry) -> list[Unit]:
+    """`p.control_net_*` set by our X/Y/Z axes, or by other scripts when the setting allows it."""
+    overrides = overrides_from(p)
+    if not overrides:
+        return units
+    from_xyz = bool(getattr(p, XYZ_MARK, False))
+    if not from_xyz and not option("control_net_allow_script_control"):
+        logger.warning("ControlNet: ignoring %s set by another script; enable \"Allow other script to control this "
+                       "extension\" in the ControlNet settings to let it", ", ".join(overrides))
+        return units
+    units = apply_overrides(units, overrides, is_known_module=registry.__contains__)
+    if from_xyz and not any(u.enabled for u in units):
+        raise InputError("the X/Y/Z plot sets ControlNet fields, but no ControlNet unit is enabled", field="enabled")
+    return units
 
 
 def _generation_inputs(p) -> GenerationInputs:
@@ -260,6 +305,42 @@ def _on_ui_settings() -> None:
         if s.needs_reload_ui:
             info = info.needs_reload_ui()
         shared.opts.add_option(s.key, info)
+    for key in ("control_net_modules_path", "control_net_model_cache_size"):  # applied without a restart
+        shared.opts.onchange(key, configure_annotators, call=False)
+
+
+def _on_infotext_pasted(infotext: str, params: dict) -> None:
+    """Add our paste keys (`ControlNet <i> <widget>`) for the fields registered in `Script.ui`."""
+    if not option("control_net_sync_field_args"):
+        return
+    from lib_controlnet.ui.paste import paste_values
+
+    params.update(paste_values(params, preprocessors=default_registry(),
+                               unit_count=option("control_net_unit_count")))
+
+
+def _register_xyz_axes() -> None:
+    """Our axes in A1111's X/Y/Z plot script (when it is loaded), with the reference's labels."""
+    xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
+    if xyz is None or any(getattr(o, "label", "") == AXES[0].label for o in xyz.axis_options):
+        return
+    registry = default_registry()
+
+    def make(axis):
+        def apply(p, value, values):
+            set_axis_value(p, axis, value)
+
+        def confirm(p, values):
+            check_axis_values(axis, values, is_known_module=registry.__contains__)
+
+        def choices():
+            return axis_choices(axis, models=lambda: ["None", *MODELS.list_names()],
+                                modules=lambda: [m.name for m in registry])
+
+        kwargs = {"choices": choices} if axis.choices else {}
+        return xyz.AxisOption(axis.label, axis.kind, apply, confirm=confirm, **kwargs)
+
+    xyz.axis_options.extend(make(axis) for axis in AXES)
 
 
 def _on_app_started(demo, app) -> None:
@@ -272,3 +353,5 @@ script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
 script_callbacks.on_after_component(_on_after_component)
 script_callbacks.on_ui_settings(_on_ui_settings)
 script_callbacks.on_app_started(_on_app_started)
+script_callbacks.on_infotext_pasted(_on_infotext_pasted)
+script_callbacks.on_before_ui(_register_xyz_axes)

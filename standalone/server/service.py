@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from annotator.neural import runtime as annotator_runtime
+from annotator.neural.weights import set_weights_folder
 from lib_controlnet.generation import GenerationInputs, detected_map_images, prepare_units
 from lib_controlnet.infotext import infotext_params
 from lib_controlnet.masked_crop import prepare_mask
@@ -66,6 +68,12 @@ class GenerationService:
         )
         self.model_cache = ModelCache(config.option("control_net_model_cache_size"))
         self.queue = JobQueue()
+        # neural annotators: weights from the setting's folder, else <models dir>/annotators; computed on the
+        # checkpoint's device; the same cache size as ControlNet models
+        set_weights_folder(config.option("control_net_modules_path"), config.models_dir / "annotators",
+                           data_path=config.models_dir.parent)
+        annotator_runtime.configure(device=checkpoint.model.device,
+                                    capacity=config.option("control_net_model_cache_size"))
 
     # --- what the routes ask ------------------------------------------------------------------------------
     @property
@@ -120,7 +128,7 @@ class GenerationService:
                                          model_cache=self.model_cache, preprocessors=self.preprocessors,
                                          result_cache=self.result_cache)
             request.units = [pu.bound for pu in prepared]
-            request.extra_generation_params.update(infotext_params([pu.unit for pu in prepared]))
+            request.extra_generation_params.update(infotext_params({pu.index: pu.unit for pu in prepared}))
             result = self.pipeline.generate(request, on_step=on_step, interrupt=job.interrupt)
 
         maps = [] if self.config.option("control_net_no_detectmap", plan.overrides) else list(
