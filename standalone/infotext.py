@@ -9,15 +9,9 @@ Values holding a comma, colon or newline are JSON-quoted (A1111's rule), so the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
-
-def quote(value: object) -> str:
-    text = str(value)
-    if "," not in text and "\n" not in text and ":" not in text:
-        return text
-    return json.dumps(text, ensure_ascii=False)
+from lib_controlnet.infotext import quote
 
 
 def infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 
 from lib_controlnet.api import create_router
@@ -50,8 +50,10 @@ def create_app(service: GenerationService, *, with_panel: bool | None = None) ->
         return service.queue.progress(service.notice)
 
     @app.post("/sdapi/v1/interrupt")
-    async def interrupt() -> dict:
-        service.queue.interrupt()
+    async def interrupt(task_id: str | None = None) -> dict:
+        """A1111's route (the running job); with `?task_id=` the job with that id, running or waiting."""
+        if not service.queue.interrupt(task_id) and task_id is not None:
+            raise HTTPException(status_code=404, detail=f"no running or waiting request has task id {task_id!r}")
         return {}
 
     @app.get("/sdapi/v1/sd-models")

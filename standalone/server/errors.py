@@ -3,7 +3,8 @@
 ControlNetErrors also carry `unit` and `field` (None when they do not apply) and their status comes from
 `lib_controlnet.errors.http_status` (422 bad input, 404 unknown model, 501 missing dependency, ...); `detail`
 is the full sentence ("ControlNet unit 1, field 'model': ..."). The /controlnet/* routes answer their own
-errors (lib_controlnet.api.routing); FastAPI's request validation keeps its 422 `{"detail": [...]}`.
+errors (lib_controlnet.api.routing); FastAPI's request validation keeps its 422 `{"detail": [...]}`. A request
+interrupted while it waited in the queue answers 409.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException
 
 from lib_controlnet.errors import ControlNetError, http_status
 
+from .jobs import JobCancelled
+
 logger = logging.getLogger("standalone.server")
 
 
@@ -23,7 +26,7 @@ def error_body(exc: BaseException) -> dict:
     if isinstance(exc, ControlNetError):
         return {"error": type(exc).__name__, "detail": exc.describe(), "body": "", "errors": str(exc),
                 "unit": exc.unit, "field": exc.field, "message": exc.message}
-    detail = getattr(exc, "detail", "") or ""
+    detail = getattr(exc, "detail", "") or str(exc)
     return {"error": type(exc).__name__, "detail": detail, "body": "", "errors": str(exc) or str(detail)}
 
 
@@ -33,6 +36,11 @@ def install_error_handlers(app: FastAPI) -> None:
         status = http_status(exc)
         (logger.error if status >= 500 else logger.warning)("%s %s: %s", request.method, request.url.path, exc)
         return JSONResponse(status_code=status, content=error_body(exc))
+
+    @app.exception_handler(JobCancelled)
+    async def cancelled(request: Request, exc: JobCancelled):  # 409: the client's own interrupt, not a failure
+        logger.info("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(status_code=409, content={**error_body(exc), "task_id": exc.job.task_id})
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):

@@ -13,7 +13,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from lib_controlnet.errors import ControlNetError  # noqa: E402
+from lib_controlnet.infotext import parse_parameters  # noqa: E402
 from lib_controlnet.ui import build_panel  # noqa: E402
+from lib_controlnet.ui.paste import paste_fields, paste_outputs, paste_values  # noqa: E402
 
 from ..samplers import sampler_names  # noqa: E402
 from .encoding import png_base64  # noqa: E402
@@ -22,6 +24,16 @@ from .schemas import Img2ImgBody, Txt2ImgBody  # noqa: E402
 TABS = ("txt2img", "img2img")
 FIELDS = ("prompt", "negative_prompt", "steps", "sampler_name", "cfg_scale", "width", "height", "seed")
 IMG2IMG_FIELDS = ("init_image", "mask", "denoising_strength")
+# infotext keys -> page fields, for "Read parameters"
+PASTED_FIELDS = {"Steps": "steps", "Sampler": "sampler_name", "CFG scale": "cfg_scale", "Seed": "seed"}
+
+
+class PageSession:
+    """Per browser session (a gr.State value): the task id of this page's generation, so that its Interrupt
+    button stops its own request, also while that request still waits behind others in the queue."""
+
+    task_id: str | None = None
+    count: int = 0
 
 
 def build_blocks(service) -> gr.Blocks:
@@ -38,6 +50,9 @@ def build_blocks(service) -> gr.Blocks:
 
 def _build_tab(tab: str, service) -> None:
     w = {}
+    with gr.Accordion("Paste generation parameters", open=False):
+        paste_text = gr.Textbox(label="Infotext (an image's parameters)", lines=3, elem_id=f"{tab}_paste_text")
+        paste = gr.Button("Read parameters", size="sm", elem_id=f"{tab}_paste")
     w["prompt"] = gr.Textbox(label="Prompt", lines=2, elem_id=f"{tab}_prompt")
     w["negative_prompt"] = gr.Textbox(label="Negative prompt", lines=1, elem_id=f"{tab}_neg_prompt")
     with gr.Row():
@@ -66,17 +81,71 @@ def _build_tab(tab: str, service) -> None:
     info = gr.Textbox(label="Generation info", lines=6, interactive=False, elem_id=f"{tab}_info")
 
     names = FIELDS + (IMG2IMG_FIELDS if tab == "img2img" else ())
-    inputs = [w[n] for n in names] + list(panel)
+    session = gr.State(value=PageSession())
+    inputs = [session] + [w[n] for n in names] + list(panel)
 
-    def run(*values, progress=gr.Progress()):  # noqa: B008 - gradio's way to ask for a progress bar
+    # gradio finds gr.Progress only among the positional parameters before *values
+    def run(progress=gr.Progress(), page=None, *values):  # noqa: B008 - gradio's way to ask for a progress bar
         fields, states = dict(zip(names, values[:len(names)])), values[len(names):]
-        return generate_for_page(service, tab, fields, states, progress)
+        page.count += 1
+        page.task_id = f"task(page-{id(page):x}-{page.count})"
+        try:
+            return generate_for_page(service, tab, fields, states, progress, task_id=page.task_id)
+        finally:
+            page.task_id = None
+
+    def stop(page):
+        if page.task_id is not None:
+            service.queue.interrupt(page.task_id)
 
     panel.sync_on(generate).then(fn=run, inputs=inputs, outputs=[gallery, info])
-    interrupt.click(fn=lambda: service.queue.interrupt() and None, queue=False)
+    interrupt.click(fn=stop, inputs=[session], queue=False)
+    _wire_paste(paste, paste_text, w, panel, service)
 
 
-def generate_for_page(service, tab: str, fields: dict, states, progress=None):
+def _wire_paste(button, text, w: dict, panel, service) -> None:
+    """"Read parameters": the prompt, the main fields and every ControlNet unit from an image's infotext."""
+    cn_fields = paste_fields(panel.units)
+    page_fields = [(w["prompt"], "prompt"), (w["negative_prompt"], "negative_prompt"),
+                   *((w[name], name) for name in PASTED_FIELDS.values()),
+                   (w["width"], "width"), (w["height"], "height")]
+
+    def read(infotext):
+        params = parse_parameters(infotext or "")
+        values = paste_values(params, preprocessors=service.preprocessors, unit_count=len(panel.units))
+        values.update(_page_values(infotext or "", params))
+        return paste_outputs(page_fields + cn_fields, values)
+
+    button.click(fn=read, inputs=[text], outputs=[c for c, _ in page_fields + cn_fields], queue=False)
+
+
+def _page_values(infotext: str, params: dict) -> dict:
+    """The page's own fields from an infotext: prompt lines, `Negative prompt:`, and the parameters line."""
+    lines = infotext.strip().splitlines()
+    if len(lines) < 2 or not params:
+        return {}
+    text_lines = lines[:-1]
+    negative_at = next((i for i, line in enumerate(text_lines) if line.startswith("Negative prompt:")), None)
+    prompt = text_lines if negative_at is None else text_lines[:negative_at]
+    values = {"prompt": "\n".join(prompt)}
+    if negative_at is not None:
+        negative = [text_lines[negative_at][len("Negative prompt:"):].strip(), *text_lines[negative_at + 1:]]
+        values["negative_prompt"] = "\n".join(negative)
+    for key, name in PASTED_FIELDS.items():
+        if key in params:
+            values[name] = params[key]
+    width, _, height = params.get("Size", "").partition("x")
+    if width.isdigit() and height.isdigit():
+        values["width"], values["height"] = int(width), int(height)
+    for name in ("steps", "seed"):
+        if name in values:
+            values[name] = int(float(values[name]))
+    if "cfg_scale" in values:
+        values["cfg_scale"] = float(values["cfg_scale"])
+    return values
+
+
+def generate_for_page(service, tab: str, fields: dict, states, progress=None, task_id: str | None = None):
     """(gallery images, info text) for the page's values; errors become gradio's error popup."""
     values = {k: v for k, v in fields.items() if k not in IMG2IMG_FIELDS}
     values["seed"] = int(values["seed"] if values["seed"] is not None else -1)
@@ -90,6 +159,7 @@ def generate_for_page(service, tab: str, fields: dict, states, progress=None):
                            inpaint_full_res=False)
     else:
         body = Txt2ImgBody(**values)
+    body.force_task_id = task_id
 
     def report(step):
         if progress is not None:

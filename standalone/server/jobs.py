@@ -2,8 +2,10 @@
 
 `/sdapi/v1/progress` reads `JobQueue.progress()` (A1111's ProgressResponse shape, its `state` being A1111's
 `shared.state.dict()`); `/sdapi/v1/interrupt` calls `JobQueue.interrupt()`, which stops the running job at its
-next sampling step (its images come back as they are then, as in A1111). Preprocessor previews
-(/controlnet/detect) never enter the queue.
+next sampling step (its images come back as they are then, as in A1111). With a task id (the request's
+`force_task_id`, or the `task_id` its answer carried) it interrupts that job instead, also while it still
+waits: a waiting job leaves the queue at once and its request fails with `JobCancelled`, having generated
+nothing. Preprocessor previews (/controlnet/detect) never enter the queue.
 """
 
 from __future__ import annotations
@@ -19,6 +21,14 @@ from dataclasses import dataclass, field
 from ..request import StepProgress
 
 _ids = itertools.count(1)
+
+
+class JobCancelled(Exception):
+    """The job was interrupted while it waited for its turn."""
+
+    def __init__(self, job: Job):
+        super().__init__(f"{job.task_id} was interrupted while it waited in the queue; nothing was generated")
+        self.job = job
 
 
 @dataclass(eq=False)
@@ -55,9 +65,12 @@ class JobQueue:
         """Wait until every job queued before this one has finished, then hold the generator."""
         with self._cond:
             self._waiting.append(job)
-            while self._running is not None or self._waiting[0] is not job:
+            while not job.interrupt.is_set() and (self._running is not None or self._waiting[0] is not job):
                 self._cond.wait()
-            self._waiting.popleft()
+            self._waiting.remove(job)
+            if job.interrupt.is_set():
+                self._cond.notify_all()  # the job behind it may be first now
+                raise JobCancelled(job)
             self._running = job
             job.started_at = time.time()
             job.timestamp = time.strftime("%Y%m%d%H%M%S")
@@ -69,14 +82,20 @@ class JobQueue:
                 self.last_interrupted = job.interrupt.is_set()
                 self._cond.notify_all()
 
-    def interrupt(self) -> bool:
-        """Stop the running job at its next step; False when none runs."""
+    def interrupt(self, task_id: str | None = None) -> bool:
+        """Stop the running job at its next step, or the job `task_id` whether it runs or waits. False when
+        there is no such job."""
         with self._cond:
-            job = self._running
-        if job is None:
-            return False
-        job.interrupt.set()
-        return True
+            if task_id is None:
+                job = self._running
+            else:
+                job = next((j for j in (self._running, *self._waiting) if j is not None and j.task_id == task_id),
+                           None)
+            if job is None:
+                return False
+            job.interrupt.set()
+            self._cond.notify_all()  # a waiting job wakes up to leave the queue
+            return True
 
     @property
     def pending(self) -> int:

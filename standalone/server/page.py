@@ -133,7 +133,12 @@ async function setup() {
   });
 }
 $("mode").addEventListener("change", () => { $("img2img").hidden = $("mode").value !== "img2img"; });
-$("interrupt").addEventListener("click", () => api("/sdapi/v1/interrupt", {}));
+// this page's request has its own task id, so Interrupt stops it even while it still waits in the queue
+let currentTask = null;
+$("interrupt").addEventListener("click", () => {
+  const query = currentTask ? "?task_id=" + encodeURIComponent(currentTask) : "";
+  api("/sdapi/v1/interrupt" + query, {}).catch(() => {});
+});
 async function poll(running) {
   while (running.value) {
     try {
@@ -155,7 +160,9 @@ $("form").addEventListener("submit", async (event) => {
     width: num("width"), height: num("height"), seed: num("seed"), sampler_name: $("sampler_name").value,
     cfg_scale: num("cfg_scale"), batch_size: num("batch_size"),
     alwayson_scripts: {controlnet: {args: await Promise.all([...document.querySelectorAll(".unit")].map(unitPayload))}},
+    force_task_id: `task(page-${Date.now()}-${Math.random().toString(36).slice(2, 10)})`,
   };
+  currentTask = body.force_task_id;
   if (mode === "img2img") {
     const init = await readFile($("init_image"));
     if (init) body.init_images = [init];
@@ -176,6 +183,7 @@ $("form").addEventListener("submit", async (event) => {
     $("error").textContent = e.message;
   } finally {
     running.value = false;
+    currentTask = null;
     $("generate").disabled = false;
   }
 });

@@ -95,3 +95,25 @@ def test_generations_never_overlap(client, service, pool, monkeypatch):
     seeds = sorted(info(ok(f.result(timeout=WAIT_S)))["seed"] for f in futures)
     assert seeds == [1, 2, 3]
     assert peak[0] == 1
+
+
+def test_a_waiting_request_can_be_interrupted_by_its_task_id(client, pool):
+    long = pool.submit(client.post, "/sdapi/v1/txt2img", json=body(steps=LONG_STEPS, force_task_id="task(long)"))
+    try:
+        wait_for(client, lambda p: p["state"]["sampling_step"] >= 1, "the long job to sample")
+        waiting = pool.submit(client.post, "/sdapi/v1/txt2img", json=body(steps=2, force_task_id="task(waits)"))
+        behind = pool.submit(client.post, "/sdapi/v1/txt2img", json=body(steps=2, seed=5))
+        wait_for(client, lambda p: "2 request(s) waiting" in (p["textinfo"] or ""), "two jobs to queue")
+        assert client.post("/sdapi/v1/interrupt", params={"task_id": "task(waits)"}).json() == {}
+        cancelled = waiting.result(timeout=WAIT_S)  # answered at once, while the long job still runs
+        assert cancelled.status_code == 409
+        assert cancelled.json()["task_id"] == "task(waits)" and "waited in the queue" in cancelled.json()["detail"]
+        progress = wait_for(client, lambda p: "1 request(s) waiting" in (p["textinfo"] or ""), "the queue to shrink")
+        assert progress["state"]["sampling_steps"] == LONG_STEPS and not progress["state"]["interrupted"]
+        missing = client.post("/sdapi/v1/interrupt", params={"task_id": "task(nobody)"})
+        assert missing.status_code == 404 and "task(nobody)" in missing.json()["detail"]
+    finally:
+        client.post("/sdapi/v1/interrupt", params={"task_id": "task(long)"})
+    assert info(ok(long.result(timeout=WAIT_S)))["interrupted"] is True
+    after = ok(behind.result(timeout=WAIT_S))  # the job behind the cancelled one still ran, uninterrupted
+    assert info(after)["interrupted"] is False and info(after)["seed"] == 5
