@@ -21,7 +21,8 @@ class ControlModel:
     kind = "controlnet"
 
     def __init__(
-        self, net: ControlNet, *, family: str, path: Path, format: str, global_average_pooling: bool, variant: str = ""
+        self, net: ControlNet, *, family: str, path: Path, format: str, global_average_pooling: bool, variant: str = "",
+        depends_on_base: bool = False,
     ):
         self.net = net.eval().requires_grad_(False)
         self.family = family
@@ -29,6 +30,8 @@ class ControlModel:
         self.path = path
         self.format = format
         self.global_average_pooling = global_average_pooling
+        # built with the host UNet's weights (a difference model): the model cache reloads it when they change
+        self.depends_on_base = depends_on_base
 
     def __repr__(self) -> str:
         return f"ControlModel({self.path.name!r}, kind={self.kind}, family={self.family}, format={self.format})"

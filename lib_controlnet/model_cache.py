@@ -2,7 +2,8 @@
 
 - A hit refreshes the entry (the reference evicts first-in-first-out even for models in use).
 - A file changed on disk (size or mtime) is reloaded.
-- "Difference" models depend on the host UNet, so they are reloaded when the caller's `base_id` changes.
+- Models built from the host UNet's weights ("difference" ControlNets: `depends_on_base` true) are reloaded when
+  the caller's `base_id` changes. Entries need only `.to(device)` and, optionally, `depends_on_base`.
 - Eviction drops the cache's reference, moves the weights off the accelerator and collects, so the
   memory really comes back (as long as nobody else holds the model).
 """
@@ -63,7 +64,7 @@ class ModelCache:
         signature = file_signature(key) if key.exists() else None
         entry = self._entries.get(key)
         if entry is not None and entry.signature == signature and (
-            entry.model.format != "ldm-controlnet-difference" or entry.base_id == base_id
+            not getattr(entry.model, "depends_on_base", False) or entry.base_id == base_id
         ):
             self._entries.move_to_end(key)
             return entry.model

@@ -58,7 +58,8 @@ def build_controlnet(det: Detection, raw: RawModel, base_unet: Mapping[str, torc
     # configs have a flag, original files only their name (the same signal the reference uses).
     gap = bool(raw.config.get("global_pool_conditions")) or "shuffle" in raw.path.stem.lower()
     return ControlModel(
-        net, family=det.family, path=raw.path, format=det.format, global_average_pooling=gap, variant=det.variant
+        net, family=det.family, path=raw.path, format=det.format, global_average_pooling=gap, variant=det.variant,
+        depends_on_base=det.is_difference,
     )
 
 

@@ -123,3 +123,20 @@ def test_fp8_stored_unet_runs_control_models_in_fp16(files):
         assert hook.placement.dtype == torch.float16
     finally:
         first.data = original
+
+
+def test_difference_model_is_rebuilt_when_the_host_checkpoint_changes(files, tmp_path):
+    unet, sd, (plain, _, _) = files
+    unet_sd = unet.state_dict()
+    diff = {k: (v - unet_sd[k] if k in unet_sd else v) for k, v in sd.items()}
+    path = save_state_dict({**diff, "difference": torch.tensor([])}, tmp_path / "diff.safetensors", prefix="")
+    cache = ModelCache(capacity=3)
+    first = cache.get(path, base_unet=unet_sd, base_id="ckpt-a")
+    assert first.depends_on_base and cache.get(path, base_unet=unet_sd, base_id="ckpt-a") is first
+    other = {k: v + 1 for k, v in unet_sd.items()}
+    second = cache.get(path, base_unet=other, base_id="ckpt-b")
+    assert second is not first  # rebuilt on the new checkpoint's weights
+    key = "input_blocks.1.0.in_layers.2.weight"
+    assert torch.allclose(second.net.state_dict()[key], first.net.state_dict()[key] + 1)
+    model = cache.get(plain, base_id="ckpt-a")  # an ordinary model ignores the base
+    assert not model.depends_on_base and cache.get(plain, base_id="ckpt-b") is model

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib_controlnet.lazy import lazy_singleton
 from lib_controlnet.memory import Placement
 from lib_controlnet.model_cache import DEFAULT_CAPACITY, ModelCache
 
@@ -88,16 +89,9 @@ class AnnotatorModels:
             yield self.device
 
 
-_default: AnnotatorModels | None = None
-_default_lock = threading.Lock()
-
-
+@lazy_singleton
 def default_models() -> AnnotatorModels:
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = AnnotatorModels()
-        return _default
+    return AnnotatorModels()
 
 
 def configure(*, device: torch.device | str | None = None, capacity: int | None = None) -> AnnotatorModels:

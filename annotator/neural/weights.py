@@ -156,6 +156,4 @@ class NetSpec:
             raise ModelFileError(f"{name} does not hold the {self.title} network ({exc!r}). "
                                  f"Use the published file: {self.weight.url()}", field="module") from exc
         load_checked(net, state, file_name=name, title=self.title, url=self.weight.url(), ignore=self.ignore)
-        net.eval().requires_grad_(False)
-        net.format = "annotator"  # what lib_controlnet.model_cache.ModelCache asks of its entries
-        return net
+        return net.eval().requires_grad_(False)

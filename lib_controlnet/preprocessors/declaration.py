@@ -7,9 +7,11 @@ extension's, because API clients and saved infotexts send values on those scales
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -109,3 +111,16 @@ class Preprocessor:
     @property
     def visible_sliders(self) -> list[Slider]:
         return [s for s in (self.resolution, self.slider_1, self.slider_2) if s.visible]
+
+
+def neural(module: str, function: str, *sliders: str, **options) -> Callable[[np.ndarray, Params], Any]:
+    """`run` for a neural annotator: `annotator.neural.<module>.<function>(image, resolution, *sliders,
+    **options)`, imported on first call so that torch-heavy modules load only when one of them is used.
+    `sliders` names the Params fields passed after the resolution ("slider_1", "slider_2")."""
+
+    def run(image: np.ndarray, params: Params):
+        fn = getattr(importlib.import_module(f"annotator.neural.{module}"), function)
+        return fn(image, params.resolution, *(getattr(params, s) for s in sliders), **options)
+
+    run.__qualname__ = f"neural({module}.{function})"
+    return run

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import threading
+
+from lib_controlnet.lazy import lazy_singleton
 
 from .declaration import Preprocessor
 
@@ -66,14 +67,7 @@ def builtin_preprocessors() -> list[Preprocessor]:
     return found
 
 
-_default: Registry | None = None
-_default_lock = threading.Lock()
-
-
+@lazy_singleton
 def default_registry() -> Registry:
     """The process-wide registry of built-in preprocessors (built on first use)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Registry(builtin_preprocessors())
-        return _default
+    return Registry(builtin_preprocessors())

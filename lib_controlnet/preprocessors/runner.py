@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from annotator.util import hwc3
 from lib_controlnet.errors import InputError
+from lib_controlnet.lazy import lazy_singleton
 
 from .cache import ResultCache
 from .declaration import Detection, Params, Preprocessor
 
-_default_cache: ResultCache | None = None
-_cache_lock = threading.Lock()
 
-
+@lazy_singleton
 def default_cache() -> ResultCache:
-    global _default_cache
-    with _cache_lock:
-        if _default_cache is None:
-            _default_cache = ResultCache()
-        return _default_cache
+    return ResultCache()
 
 
 def prepare_input(preprocessor: Preprocessor, image: np.ndarray) -> np.ndarray:
