@@ -38,6 +38,8 @@ def flops(fn) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="configurations to time besides 'no unit', by their first word (e.g. Balanced ControlNet)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -67,6 +69,9 @@ def main() -> None:
         "two units (Balanced x2)": [unit(), unit(weight=0.5)],
     }
 
+    if args.only:
+        configs = {n: u for n, u in configs.items() if n == "no unit" or n.split()[0] in args.only}
+
     with torch.no_grad():
         f_unet = flops(lambda: unet(x, t, ctx))
         f_cn = flops(lambda: model(x, hint, t, ctx))
@@ -75,6 +80,7 @@ def main() -> None:
 
     times: dict[str, list[float]] = {name: [] for name in configs}
     cpu: dict[str, list[float]] = {name: [] for name in configs}
+    cn_cpu: dict[int, list[float]] = {1: [], 2: []}
     with torch.no_grad():
         unet(x, t, ctx)  # warm-up
         for rnd in range(args.rounds):
@@ -85,6 +91,10 @@ def main() -> None:
                     unet(x, t, ctx)
                     times[name].append(time.perf_counter() - start)
                     cpu[name].append(time.process_time() - start_cpu)
+            for rows in (1, 2):  # the ControlNet alone: how much of its batch-2 cost one row takes on this CPU
+                start_cpu = time.process_time()
+                model(x[:rows], hint, t[:rows], ctx[:rows])
+                cn_cpu[rows].append(time.process_time() - start_cpu)
             print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(f"{n}={v[-1]:.2f}s" for n, v in times.items()),
                   flush=True)
 
@@ -108,6 +118,10 @@ def main() -> None:
         verdict = "" if target is None else ("  ok" if med_cpu / base_cpu <= target else "  OVER")
         print(f"{name:34s} {med:7.2f} {med / base:10.3f} {med_cpu:7.2f} {med_cpu / base_cpu:9.3f} "
               f"{flop_ratio[name]:10.3f} {'' if target is None else f'{target:7.3f}'}{verdict}")
+    cn1, cn2 = statistics.median(cn_cpu[1]), statistics.median(cn_cpu[2])
+    print(f"\nControlNet alone, cpu s: 1 row {cn1:.2f}, 2 rows {cn2:.2f} (1 row costs {cn1 / cn2:.3f} of 2 rows, "
+          f"FLOPs say 0.500).\nFrom these measured costs, with zero hook overhead: Balanced "
+          f"{1 + cn2 / base_cpu:.3f}, ControlNet-priority {1 + cn1 / base_cpu:.3f}.")
 
 
 if __name__ == "__main__":
