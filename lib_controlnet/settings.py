@@ -25,6 +25,13 @@ class Setting:
     step: float | None = None
     choices: tuple[str, ...] | None = None
     needs_reload_ui: bool = False  # the UI is built from it (unit count...): takes effect after a UI reload
+    # Why nothing reads it yet; shown on the settings page, so that no one changes it and expects an effect.
+    # It stays a setting so that values from the reference's config.json keep their meaning for later.
+    unused: str = ""
+
+    @property
+    def page_label(self) -> str:
+        return f"{self.label} (not used yet: {self.unused})" if self.unused else self.label
 
     @property
     def component_args(self) -> dict[str, Any]:
@@ -44,26 +51,28 @@ SETTINGS: tuple[Setting, ...] = (
             "Extra path to scan for ControlNet models (e.g. training output directory)", "textbox"),
     Setting("control_net_modules_path", "",
             "Path to directory containing annotator model directories (overrides corresponding command line flag)",
-            "textbox", needs_reload_ui=True),
+            "textbox"),
     Setting("control_net_unit_count", 3, "Multi-ControlNet: ControlNet unit number", "slider",
             minimum=1, maximum=10, step=1, needs_reload_ui=True),
-    Setting("control_net_model_cache_size", 2, "Model cache size", "slider",
-            minimum=1, maximum=10, step=1, needs_reload_ui=True),
+    Setting("control_net_model_cache_size", 2, "Model cache size", "slider", minimum=1, maximum=10, step=1),
     Setting("control_net_inpaint_blur_sigma", 7, "ControlNet inpainting Gaussian blur sigma", "slider",
-            minimum=0, maximum=64, step=1),
+            minimum=0, maximum=64, step=1, unused="inpaint_only's final blend is not implemented"),
     Setting("control_net_no_detectmap", False, "Do not append detectmap to output", "checkbox"),
     Setting("control_net_detectmap_autosaving", False, "Allow detectmap auto saving", "checkbox"),
     Setting("control_net_allow_script_control", False, "Allow other script to control this extension", "checkbox"),
     Setting("control_net_sync_field_args", True, "Paste ControlNet parameters in infotext", "checkbox"),
-    Setting("controlnet_show_batch_images_in_ui", False, "Show batch images in gradio gallery output", "checkbox"),
+    Setting("controlnet_show_batch_images_in_ui", False, "Show batch images in gradio gallery output", "checkbox",
+            unused="no batch input mode"),
     Setting("controlnet_increment_seed_during_batch", False,
-            "Increment seed after each controlnet batch iteration", "checkbox"),
-    Setting("controlnet_disable_openpose_edit", False, "Disable openpose edit", "checkbox"),
-    Setting("controlnet_disable_photopea_edit", False, "Disable photopea edit", "checkbox"),
-    Setting("controlnet_photopea_warning", True, "Photopea popup warning", "checkbox"),
+            "Increment seed after each controlnet batch iteration", "checkbox", unused="no batch input mode"),
+    Setting("controlnet_disable_openpose_edit", False, "Disable openpose edit", "checkbox",
+            unused="no openpose editor"),
+    Setting("controlnet_disable_photopea_edit", False, "Disable photopea edit", "checkbox", unused="no Photopea"),
+    Setting("controlnet_photopea_warning", True, "Photopea popup warning", "checkbox", unused="no Photopea"),
     Setting("controlnet_ignore_noninpaint_mask", False,
             "Ignore mask on ControlNet input image if control type is not inpaint", "checkbox"),
-    Setting("controlnet_clip_detector_on_cpu", False, "Load CLIP preprocessor model on CPU", "checkbox"),
+    Setting("controlnet_clip_detector_on_cpu", False, "Load CLIP preprocessor model on CPU", "checkbox",
+            unused="no CLIP preprocessors"),
     Setting("controlnet_control_type_dropdown", False, "Display control type as dropdown", "checkbox",
             needs_reload_ui=True),
     # The reference reads these two but never puts them on the settings page; here they are real settings.

@@ -179,7 +179,11 @@ class Script(scripts.Script):
     def postprocess(self, p, processed, *unit_args):
         session = getattr(p, "controlnet_session", None)
         _detach(p)
-        if session is None or option("control_net_no_detectmap") or getattr(p, "controlnet_error", None):
+        if session is None or getattr(p, "controlnet_error", None):
+            return
+        if option("control_net_detectmap_autosaving"):
+            _save_detected_maps(p, session)
+        if option("control_net_no_detectmap"):
             return
         for image in detected_map_images(session.prepared, session.inputs):
             processed.images.append(Image.fromarray(image))
@@ -248,6 +252,21 @@ def _generation_inputs(p) -> GenerationInputs:
     )
 
 
+def _save_detected_maps(p, session: _Session) -> None:
+    """The reference's "Allow detectmap auto saving": each unit's maps into <dir>/<module>, a relative <dir>
+    being under the txt2img/img2img output folder."""
+    from modules import images
+
+    folder = Path(option("control_net_detectedmap_dir") or "detected_maps")
+    if not folder.is_absolute():
+        folder = Path(p.outpath_samples) / folder
+    for pu in session.prepared:
+        if pu.unit.module == "none":
+            continue
+        for detected in pu.detected_maps:
+            images.save_image(Image.fromarray(detected), str(folder / pu.unit.module), pu.unit.module)
+
+
 def _fail_sampling(p, exc: BaseException) -> None:
     """Make the generation fail with `exc` where A1111 does not swallow it: in `p.sample`."""
     logger.error("%s", exc)
@@ -301,7 +320,8 @@ def _on_ui_settings() -> None:
     section = cn_settings.SECTION
     components = {"textbox": gr.Textbox, "checkbox": gr.Checkbox, "slider": gr.Slider, "dropdown": gr.Dropdown}
     for s in cn_settings.SETTINGS:
-        info = shared.OptionInfo(s.default, s.label, components[s.component], s.component_args, section=section)
+        info = shared.OptionInfo(s.default, s.page_label, components[s.component], s.component_args,
+                                 section=section)
         if s.needs_reload_ui:
             info = info.needs_reload_ui()
         shared.opts.add_option(s.key, info)

@@ -31,8 +31,7 @@ REFERENCE_SETTINGS = {
     "control_net_models_sort_models_by": ("name", "dropdown", None),
     "control_net_models_name_filter": ("", "textbox", None),
 }
-NEEDS_RELOAD = {"control_net_modules_path", "control_net_unit_count", "control_net_model_cache_size",
-                "controlnet_control_type_dropdown"}
+NEEDS_RELOAD = {"control_net_unit_count", "controlnet_control_type_dropdown"}  # the others apply at once
 
 
 def test_every_reference_setting_with_its_default_and_range():
@@ -93,3 +92,18 @@ def test_flags_parse_like_the_references_preload():
     with pytest.raises(SystemExit):
         parser.parse_args(["--controlnet-loglevel", "LOUD"])
     assert [f.dest for f in FLAGS][0] == "controlnet_dir"
+
+
+def test_a_setting_is_marked_unused_exactly_when_no_code_reads_it():
+    """The settings page must not offer a switch that does nothing without saying so."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [p for d in ("lib_controlnet", "scripts", "standalone", "annotator") for p in (root / d).rglob("*.py")
+               if p.name != "settings.py"]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sources)
+    for setting in SETTINGS:
+        read_somewhere = f'"{setting.key}"' in text
+        assert read_somewhere != bool(setting.unused), setting.key
+        assert setting.page_label.startswith(setting.label)
+        assert ("not used yet" in setting.page_label) == bool(setting.unused)
