@@ -139,7 +139,8 @@ def test_disabled_and_null_units_keep_positions(client):
     payload = body(None, {"enabled": False, "module": "canny"}, unit(), steps=2)
     data = ok(client.post("/sdapi/v1/txt2img", json=payload))
     assert len(data["images"]) == 2
-    assert "ControlNet 0" in decode(data["images"][0]).info["parameters"]  # the reference numbers enabled units
+    parameters = decode(data["images"][0]).info["parameters"]
+    assert "ControlNet 2" in parameters and "ControlNet 0" not in parameters  # the unit's position: its tab
 
 
 # --- img2img ---------------------------------------------------------------------------------------------------

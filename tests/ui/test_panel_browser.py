@@ -8,41 +8,26 @@ cannot be launched.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
-import shutil
 import socket
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from lib_controlnet.preprocessors import resolve_params, run_preprocessor
 from lib_controlnet.ui.demo_app import SHOW_STATE_ID, build_demo, state_box_id
+from tests.browser import choose, chromium_page, image_src, keep, markdown, shot
 
-CHROMIUM = "/usr/bin/chromium"
-# dependencies.md §8, plus: resolve nothing but localhost (gradio's page asks for web fonts; offline that only
-# costs time)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 SCREENS = Path("/tmp/ui_screens")
 UNIT = "txt2img_controlnet_ControlNet-0"
-WAIT_MS = 20_000
-expect.set_options(timeout=WAIT_MS)
 
 
 def _id(widget: str) -> str:
     return f"#{UNIT}_controlnet_{widget}"
-
-
-def _markdown(page, widget: str):
-    return page.locator(_id(widget)).first  # gradio 3.41 puts a Markdown's elem_id on two nested elements
 
 
 def _free_port() -> int:
@@ -65,34 +50,8 @@ def demo_url(models, registry):
 
 @pytest.fixture
 def page(demo_url):
-    with sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        except Exception as exc:  # no chromium, or one that cannot start here
-            pytest.skip(f"chromium cannot be launched: {exc}")
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(WAIT_MS)
-        page.goto(demo_url)
-        try:
-            yield page
-        finally:
-            browser.close()
-
-
-def _shot(page, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def _image_src(page, demo_url: str, selector: str) -> np.ndarray:
-    src = page.get_attribute(f"{selector} img", "src")
-    if src.startswith("data:"):
-        data = base64.b64decode(src.split(",", 1)[1])
-    else:
-        with urllib.request.urlopen(src if src.startswith("http") else demo_url + "/" + src.lstrip("/")) as r:
-            data = r.read()
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    with chromium_page(demo_url) as page:
+        yield page
 
 
 def _state(page, module: str) -> dict:
@@ -101,14 +60,6 @@ def _state(page, module: str) -> dict:
     box = page.locator(f"#{state_box_id(0)} textarea")
     expect(box).to_have_value(re.compile(f'"module": "{re.escape(module)}"'))
     return json.loads(box.input_value())
-
-
-def _choose(page, dropdown: str, option: str) -> None:
-    field = page.locator(f"{dropdown} input")
-    field.click()
-    field.fill(option)
-    page.locator(f"{dropdown} li", has_text=option).first.click()
-    expect(field).to_have_value(option)
 
 
 def test_enable_upload_canny_preview_sliders_state(page, demo_url, tmp_path, models, registry, astronaut):
@@ -127,7 +78,7 @@ def test_enable_upload_canny_preview_sliders_state(page, demo_url, tmp_path, mod
 
     # upload: the status now asks for a model, not for an image
     page.set_input_files(f"#{UNIT}_input_image input[type=file]", str(photo))
-    expect(_markdown(page, "unit_status")).to_contain_text("no ControlNet model selected")
+    expect(markdown(page, _id("unit_status"))).to_contain_text("no ControlNet model selected")
 
     # control type Canny: canny and the SD1 canny model (the SDXL one is filtered out), canny's sliders
     page.locator(_id("type_filter_radio")).get_by_text("Canny", exact=True).click()
@@ -135,41 +86,39 @@ def test_enable_upload_canny_preview_sliders_state(page, demo_url, tmp_path, mod
     expect(page.locator(f"{_id('model_dropdown')} input")).to_have_value(canny_a)
     expect(page.locator(_id("threshold_A_slider"))).to_contain_text("Low Threshold")
     expect(page.locator(_id("threshold_B_slider"))).to_contain_text("High Threshold")
-    expect(_markdown(page, "unit_status")).to_contain_text("Ready:")
+    expect(markdown(page, _id("unit_status"))).to_contain_text("Ready:")
 
     # run the preprocessor: the preview shows canny's map of the photo
     page.click(_id("trigger_preprocessor"))
-    expect(_markdown(page, "preprocessor_status")).to_contain_text("Preview:")
+    expect(markdown(page, _id("preprocessor_status"))).to_contain_text("Preview:")
     expect(page.locator(f"#{UNIT}_generated_image img")).to_be_visible()
     canny = registry.get("canny")
     expected = run_preprocessor(canny, astronaut, resolve_params(canny, 512, 100, 200)).display
-    assert np.array_equal(_image_src(page, demo_url, f"#{UNIT}_generated_image"), expected)
-    shots.append(_shot(page, tmp_path, "1_canny_preview"))
+    assert np.array_equal(image_src(page, demo_url, f"#{UNIT}_generated_image"), expected)
+    shots.append(shot(page, tmp_path, "1_canny_preview"))
 
     # change the preprocessor: the sliders take scribble_xdog's label, range and visibility
     page.locator(_id("type_filter_radio")).get_by_text("All", exact=True).click()
-    _choose(page, _id("preprocessor_dropdown"), "scribble_xdog")
+    choose(page, _id("preprocessor_dropdown"), "scribble_xdog")
     slider_a = page.locator(_id("threshold_A_slider"))
     expect(slider_a).to_contain_text("XDoG Threshold")
     expect(slider_a.locator("input[type=range]")).to_have_attribute("max", "64")
     expect(slider_a.locator("input[type=number]")).to_have_value("32")
     expect(page.locator(_id("threshold_B_slider"))).to_be_hidden()
-    shots.append(_shot(page, tmp_path, "2_xdog_sliders"))
+    shots.append(shot(page, tmp_path, "2_xdog_sliders"))
 
     # the state is the unit the API would accept
     state = _state(page, "scribble_xdog")
     assert (state["enabled"], state["module"], state["model"]) == (True, "scribble_xdog", canny_a)
     assert (state["processor_res"], state["threshold_a"], state["threshold_b"]) == (512, 32.0, 0.5)
     assert state["image"] == "<image 512x512x3, sent as base64 PNG>" and state["is_ui"] is True
-    shots.append(_shot(page, tmp_path, "3_state"))
+    shots.append(shot(page, tmp_path, "3_state"))
 
     # use the canny map as the input: preprocessor none, the state's image is the map
     page.click(_id("preview_as_input_button"))
     expect(page.locator(f"{_id('preprocessor_dropdown')} input")).to_have_value("none")
     state = _state(page, "none")
     assert state["module"] == "none" and state["image"] == "<image 512x512x3, sent as base64 PNG>"
-    shots.append(_shot(page, tmp_path, "4_map_as_input"))
+    shots.append(shot(page, tmp_path, "4_map_as_input"))
 
-    SCREENS.mkdir(parents=True, exist_ok=True)
-    for shot in shots:
-        shutil.copy(shot, SCREENS / shot.name)
+    keep(shots, SCREENS)
