@@ -4,7 +4,8 @@ page's paste box).
 A1111 parses the infotext into `params`, lets callbacks add keys (`on_infotext_pasted`), then sets every
 registered `(component, key)` pair from `params[key]`. `paste_values` adds our keys,
 `ControlNet <i> <widget>`, with the values the widgets show (`unit_values.panel_values`); `paste_fields`
-lists the pairs for a built panel. Both hosts use these two; `paste_outputs` applies them the way A1111 does.
+lists the pairs for a built panel. Both hosts use these two; `paste_outputs` applies them the way A1111 does
+(a value that is a gradio update dict, as the sliders' are, is passed on as it is).
 
 Two things a plain "set every widget" would get wrong:
 * Changing the Preprocessor dropdown resets its sliders to the preprocessor's defaults (its `.change` event
@@ -24,6 +25,7 @@ from typing import Any
 from lib_controlnet.infotext import UNIT_PREFIX, parse_infotext
 from lib_controlnet.preprocessors import Registry
 
+from .sliders import slider_states
 from .unit_checks import ERROR
 from .unit_values import panel_values
 
@@ -58,6 +60,9 @@ def paste_values(params: Mapping[str, Any], *, preprocessors: Registry, unit_cou
             continue
         shown = panel_values(unit, preprocessors=preprocessors, tab="txt2img")
         values.update({paste_key(index, w): shown[w] for w in PASTE_WIDGETS})
+        found = preprocessors.get(unit.module)
+        if found is not None:  # the sliders' ranges and labels come with their values (see _slider_updates)
+            values.update(_slider_updates(index, found, shown))
         values[paste_key(index, PASTED_SLIDERS)] = json.dumps(
             {"module": shown["module"], "values": [shown[s] for s in SLIDERS]})
         values[paste_key(index, STATUS)] = f"Pasted from infotext: {unit.module}"
@@ -66,6 +71,14 @@ def paste_values(params: Mapping[str, Any], *, preprocessors: Registry, unit_cou
         note = f"{ERROR} the infotext has units up to {beyond[-1]}; this panel shows {unit_count}"
         values[paste_key(unit_count - 1, STATUS)] = note
     return values
+
+
+def _slider_updates(index: int, preprocessor, shown: Mapping[str, Any]) -> dict[str, dict]:
+    """Full slider updates (label, range, visibility and value) for the pasted preprocessor. A bare value would
+    be clamped by the browser to the range the slider still has from the previous preprocessor (120 into 0-1
+    shows as 1), and the dropdown's later update with the same value would not move the handle back."""
+    states = slider_states(preprocessor, bool(shown["pixel_perfect"]))
+    return {paste_key(index, name): {**state.update(), "value": shown[name]} for name, state in zip(SLIDERS, states)}
 
 
 def paste_fields(units: Sequence) -> list[tuple[Any, str]]:
@@ -96,4 +109,9 @@ def paste_outputs(fields: Sequence[tuple[Any, str]], values: Mapping[str, Any]) 
     change (a gradio update dict each)."""
     import gradio as gr
 
-    return [gr.update() if values.get(key) is None else gr.update(value=values[key]) for _, key in fields]
+    def output(value):
+        if value is None:
+            return gr.update()
+        return value if isinstance(value, dict) else gr.update(value=value)  # dicts are gradio updates already
+
+    return [output(values.get(key)) for _, key in fields]

@@ -106,10 +106,10 @@ def test_preprocessor_change_event_updates_the_sliders(models, registry):
     blocks, panel = _build(unit_count=1, models=models, preprocessors=registry)
     unit = panel.units[0]
     on_module = _handler(blocks, unit["module"], "change", output=unit["threshold_a"])
-    res, a, b, mode = on_module("scribble_xdog", False)
+    res, a, b, mode, _ = on_module("scribble_xdog", False)
     assert a["label"] == "XDoG Threshold" and (a["minimum"], a["maximum"], a["value"]) == (1, 64, 32)
     assert b["visible"] is False and res["visible"] is True and mode["visible"] is True
-    res, a, b, _ = on_module("canny", True)  # pixel perfect: the resolution is computed, its slider hidden
+    res, a, b, _, _ = on_module("canny", True)  # pixel perfect: the resolution is computed, its slider hidden
     assert res["visible"] is False and (a["label"], b["label"]) == ("Low Threshold", "High Threshold")
 
 
