@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -189,11 +190,14 @@ class Script(scripts.Script):
             processed.images.append(Image.fromarray(image))
 
 
+def _parse_units(unit_args, registry) -> list[Unit]:
+    return [Unit.from_dict(arg, index=i, is_known_module=registry.__contains__)
+            for i, arg in enumerate(unit_args) if arg is not None]
+
+
 def _prepare(p, unit_args) -> _Session | None:
     registry = default_registry()
-    units = [Unit.from_dict(arg, index=i, is_known_module=registry.__contains__)
-             for i, arg in enumerate(unit_args) if arg is not None]
-    units = _script_overrides(p, units, registry)
+    units = _script_overrides(p, _parse_units(unit_args, registry), registry)
     for unit in units:
         for note in unit.warnings():
             logger.warning("ControlNet unit %s: %s", units.index(unit), note)
@@ -217,9 +221,54 @@ def _script_overrides(p, units: list[Unit], registry) -> list[Unit]:
                        "extension\" in the ControlNet settings to let it", ", ".join(overrides))
         return units
     units = apply_overrides(units, overrides, is_known_module=registry.__contains__)
-    if from_xyz and not any(u.enabled for u in units):
+    # An "[ControlNet] Enabled: False" cell is meant to generate without ControlNet; any other axis with no
+    # enabled unit would silently plot the same image in every cell.
+    if from_xyz and not any(u.enabled for u in units) and "control_net_enabled" not in overrides:
         raise InputError("the X/Y/Z plot sets ControlNet fields, but no ControlNet unit is enabled", field="enabled")
     return units
+
+
+def _units_of(p, registry) -> list[Unit] | None:
+    """Our units as sent with `p` (its script runner's argument slice for this script), before overrides."""
+    runner, args = getattr(p, "scripts", None), getattr(p, "script_args", None)
+    ours = next((s for s in getattr(runner, "alwayson_scripts", None) or [] if isinstance(s, Script)), None)
+    if ours is None or args is None:
+        return None
+    return _parse_units(args[ours.args_from:ours.args_to], registry)
+
+
+def _confirm_axis(p, axis, values, registry) -> None:
+    """Before the X/Y/Z grid starts (A1111 calls this with the grid's `p`): every value must make a valid
+    unit, and so must each value applied to the units as sent. A failure inside a cell is only printed by
+    the X/Y/Z script, which then plots a blank cell and answers 200, so what can be checked here is."""
+    check_axis_values(axis, values, is_known_module=registry.__contains__)
+    units = _units_of(p, registry)
+    if units is None:
+        return
+    if axis.attribute != "control_net_enabled" and not any(u.enabled for u in units):
+        raise InputError(f"X/Y/Z axis {axis.label}: no ControlNet unit is enabled, so the axis would change nothing; "
+                         "enable a unit (or plot \"[ControlNet] Enabled\")", field="enabled")
+    for value in values:
+        probe = SimpleNamespace()  # stands for one cell's copy of `p`
+        set_axis_value(probe, axis, value)
+        try:
+            cell_units = _script_overrides(probe, units, registry)
+            for index, unit in enumerate(cell_units):
+                if not unit.enabled:
+                    continue
+                preprocessor = registry.get(unit.module)
+                if preprocessor is not None and (preprocessor.model_free or not preprocessor.returns_image):
+                    raise InputError(f"preprocessor {unit.module} is not supported in generations yet",
+                                     unit=index, field="module")
+                if axis.attribute == "control_net_model":
+                    MODELS.set_folders(model_folders())
+                    try:
+                        MODELS.resolve(unit.model)
+                    except ControlNetError as exc:
+                        raise exc.at(unit=index) from None
+        except ControlNetError as exc:
+            raise InputError(f"X/Y/Z axis {axis.label}: {value!r}: {exc.message}", unit=exc.unit,
+                             field=exc.field) from None
 
 
 def _generation_inputs(p) -> GenerationInputs:
@@ -351,7 +400,7 @@ def _register_xyz_axes() -> None:
             set_axis_value(p, axis, value)
 
         def confirm(p, values):
-            check_axis_values(axis, values, is_known_module=registry.__contains__)
+            _confirm_axis(p, axis, values, registry)
 
         def choices():
             return axis_choices(axis, models=lambda: ["None", *MODELS.list_names()],
