@@ -74,7 +74,10 @@ def prepare_units(
     return prepared
 
 
-def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, preprocessors, result_cache):
+def check_unit_setup(unit: Unit, *, models: ModelRegistry, preprocessors: Registry):
+    """What can be checked of an enabled unit before any image is read: a preprocessor that generations can
+    use, and a model file that exists. Returns (preprocessor, model entry); InputError/NotFoundError name the
+    field (the caller adds the unit)."""
     preprocessor = preprocessors.get(unit.module)
     if preprocessor is None:
         raise InputError(f"module {unit.module!r} is not a known preprocessor", field="module")
@@ -83,9 +86,13 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     if not unit.has_model:
         raise InputError("no ControlNet model selected", field="model")
     try:
-        entry = models.resolve(unit.model)
+        return preprocessor, models.resolve(unit.model)
     except ControlNetError as exc:
         raise exc.at(field="model") from None
+
+
+def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, preprocessors, result_cache):
+    preprocessor, entry = check_unit_setup(unit, models=models, preprocessors=preprocessors)
 
     h, w = hint_size(inputs.width, inputs.height)
     images = _input_images(index, unit, inputs, preprocessor.accepts_mask)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .enums import ControlMode, ResizeMode
-from .errors import InputError
+from .errors import ControlNetError, InputError
 from .unit import Unit
 
 XYZ_MARK = "control_net_xyz"  # set by our X/Y/Z axes: overrides apply without the setting
@@ -126,6 +126,31 @@ def check_axis_values(axis: Axis, values: Sequence[Any], *,
             Unit.from_dict({"enabled": True, axis.field: value}, is_known_module=is_known_module)
         except InputError as exc:
             raise InputError(f"X/Y/Z axis {axis.label}: {value!r}: {exc.message}", field=axis.field) from None
+
+
+def check_axis_cells(axis: Axis, values: Sequence[Any], units: Sequence[Unit], *,
+                     is_known_module: Callable[[str], bool] | None = None,
+                     check_unit: Callable[[Unit], None] | None = None) -> None:
+    """Before the grid starts, with the units as sent: each value applied to them must give units that can run
+    (`check_unit(unit)` raises for an enabled unit that cannot, e.g. an unknown model). The X/Y/Z script only
+    prints an error raised inside a cell and plots a blank one under HTTP 200, so what can be caught here is.
+    With no unit enabled only the Enabled axis makes sense: any other would plot the same image everywhere."""
+    check_axis_values(axis, values, is_known_module=is_known_module)
+    if axis.attribute != "control_net_enabled" and not any(u.enabled for u in units):
+        raise InputError(f"X/Y/Z axis {axis.label}: no ControlNet unit is enabled, so the axis would change nothing; "
+                         "enable a unit (or plot \"[ControlNet] Enabled\")", field="enabled")
+    for value in values:
+        try:
+            for index, unit in enumerate(apply_overrides(units, {axis.attribute: value},
+                                                         is_known_module=is_known_module)):
+                if unit.enabled and check_unit is not None:
+                    try:
+                        check_unit(unit)
+                    except ControlNetError as exc:
+                        raise exc.at(unit=index) from None
+        except ControlNetError as exc:
+            raise InputError(f"X/Y/Z axis {axis.label}: {value!r}: {exc.message}", unit=exc.unit,
+                             field=exc.field) from None
 
 
 def set_axis_value(obj: Any, axis: Axis, value: Any) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -29,7 +28,7 @@ from annotator.neural.weights import set_weights_folder
 from lib_controlnet import settings as cn_settings
 from lib_controlnet.cfg_rows import CfgBatchRows
 from lib_controlnet.errors import ControlNetError, InputError
-from lib_controlnet.generation import GenerationInputs, detected_map_images, prepare_units
+from lib_controlnet.generation import GenerationInputs, check_unit_setup, detected_map_images, prepare_units
 from lib_controlnet.hint_size import hires_hint_size
 from lib_controlnet.hook import ControlHook
 from lib_controlnet.infotext import infotext_params
@@ -42,6 +41,7 @@ from lib_controlnet.script_control import (
     XYZ_MARK,
     apply_overrides,
     axis_choices,
+    check_axis_cells,
     check_axis_values,
     overrides_from,
     set_axis_value,
@@ -238,37 +238,14 @@ def _units_of(p, registry) -> list[Unit] | None:
 
 
 def _confirm_axis(p, axis, values, registry) -> None:
-    """Before the X/Y/Z grid starts (A1111 calls this with the grid's `p`): every value must make a valid
-    unit, and so must each value applied to the units as sent. A failure inside a cell is only printed by
-    the X/Y/Z script, which then plots a blank cell and answers 200, so what can be checked here is."""
-    check_axis_values(axis, values, is_known_module=registry.__contains__)
+    """Before the X/Y/Z grid starts (A1111 calls this with the grid's `p`)."""
     units = _units_of(p, registry)
     if units is None:
+        check_axis_values(axis, values, is_known_module=registry.__contains__)
         return
-    if axis.attribute != "control_net_enabled" and not any(u.enabled for u in units):
-        raise InputError(f"X/Y/Z axis {axis.label}: no ControlNet unit is enabled, so the axis would change nothing; "
-                         "enable a unit (or plot \"[ControlNet] Enabled\")", field="enabled")
-    for value in values:
-        probe = SimpleNamespace()  # stands for one cell's copy of `p`
-        set_axis_value(probe, axis, value)
-        try:
-            cell_units = _script_overrides(probe, units, registry)
-            for index, unit in enumerate(cell_units):
-                if not unit.enabled:
-                    continue
-                preprocessor = registry.get(unit.module)
-                if preprocessor is not None and (preprocessor.model_free or not preprocessor.returns_image):
-                    raise InputError(f"preprocessor {unit.module} is not supported in generations yet",
-                                     unit=index, field="module")
-                if axis.attribute == "control_net_model":
-                    MODELS.set_folders(model_folders())
-                    try:
-                        MODELS.resolve(unit.model)
-                    except ControlNetError as exc:
-                        raise exc.at(unit=index) from None
-        except ControlNetError as exc:
-            raise InputError(f"X/Y/Z axis {axis.label}: {value!r}: {exc.message}", unit=exc.unit,
-                             field=exc.field) from None
+    MODELS.set_folders(model_folders())
+    check_axis_cells(axis, values, units, is_known_module=registry.__contains__,
+                     check_unit=lambda unit: check_unit_setup(unit, models=MODELS, preprocessors=registry))
 
 
 def _generation_inputs(p) -> GenerationInputs:

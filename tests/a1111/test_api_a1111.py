@@ -392,6 +392,27 @@ def test_error_fails_the_request(model, case):
     assert_unit_error(post("/sdapi/v1/txt2img", txt2img_payload(build(model))), index, field)
 
 
+# ------------------------------------------------------------------------------------------------ settings
+def test_detected_maps_are_autosaved_when_the_setting_says_so(model, tmp_path):
+    """control_net_detectmap_autosaving + control_net_detectedmap_dir: each unit's map lands in <dir>/<module>.
+    The server runs on this machine, so the test reads the folder it wrote."""
+    keys = ("control_net_detectmap_autosaving", "control_net_detectedmap_dir")
+    before = {k: v for k, v in ok_json(get("/sdapi/v1/options")).items() if k in keys}
+    folder = tmp_path / "maps"
+    try:
+        ok_json(post("/sdapi/v1/options", {keys[0]: True, keys[1]: str(folder)}))
+        images, _ = generate("txt2img", txt2img_payload([unit(model)]))
+        saved = sorted((folder / "canny").rglob("*.png"))  # A1111 may add a date folder (save_to_dirs)
+        assert len(saved) == 1, list(folder.rglob("*"))
+        assert same(np.asarray(Image.open(saved[0]).convert("RGB")), images[1])  # the map the answer carries
+        ok_json(post("/sdapi/v1/options", {keys[0]: False}))
+        generate("txt2img", txt2img_payload([unit(model)]))
+        assert len(list((folder / "canny").rglob("*.png"))) == 1  # off again: nothing more written
+    finally:
+        ok_json(post("/sdapi/v1/options", {keys[0]: before.get(keys[0], False),
+                                           keys[1]: before.get(keys[1], "detected_maps")}))
+
+
 # ------------------------------------------------------------------------------------------ nothing left over
 def test_no_unit_after_unit_is_the_baseline(model, baseline):
     generate("txt2img", txt2img_payload([unit(model)]))

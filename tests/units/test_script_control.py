@@ -102,3 +102,37 @@ def test_axis_choices_and_checks():
         check_axis_values(by_label["[ControlNet] Guidance End"], [0.5, 1.5])
     with pytest.raises(InputError, match="Preprocessor"):
         check_axis_values(by_label["[ControlNet] Preprocessor"], ["canny", "nope"], is_known_module=KNOWN)
+
+
+def test_axis_cells_are_checked_against_the_units_as_sent():
+    from lib_controlnet.errors import NotFoundError
+    from lib_controlnet.script_control import check_axis_cells
+
+    by_label = {a.label: a for a in AXES}
+    units = _units()  # unit 1 enabled; unit 0 disabled
+    seen = []
+
+    def check_unit(unit):
+        seen.append(unit.guidance_start)
+        if unit.model == "missing [00000000]":
+            raise NotFoundError("model 'missing' not found", field="model")
+
+    check_axis_cells(by_label["[ControlNet] Guidance Start"], [0.0, 0.5], units, check_unit=check_unit)
+    assert seen == [0.0, 0.5]  # the enabled unit, once per value
+    units[1] = Unit.from_dict({**units[1].to_dict(), "guidance_end": 0.5})
+    with pytest.raises(InputError) as info:  # 0.9 > the unit's own end: a clash only the sent units show
+        check_axis_cells(by_label["[ControlNet] Guidance Start"], [0.0, 0.9], units)
+    assert (info.value.unit, info.value.field) == (1, "guidance_start") and "0.9" in info.value.message
+    with pytest.raises(InputError) as info:
+        check_axis_cells(by_label["[ControlNet] Model"], ["missing [00000000]"], units, check_unit=check_unit)
+    assert (info.value.unit, info.value.field) == (1, "model") and "[ControlNet] Model" in info.value.message
+
+
+def test_axis_with_no_enabled_unit_fails_except_enabled():
+    from lib_controlnet.script_control import check_axis_cells
+
+    by_label = {a.label: a for a in AXES}
+    disabled = [Unit.from_dict({"enabled": False, "module": "canny", "model": "a [01234567]"})]
+    with pytest.raises(InputError, match="no ControlNet unit is enabled"):
+        check_axis_cells(by_label["[ControlNet] Weight"], [0.0, 1.0], disabled)
+    check_axis_cells(by_label["[ControlNet] Enabled"], ["True", "False"], disabled)  # plots with and without
