@@ -91,6 +91,15 @@ def check_unit_setup(unit: Unit, *, models: ModelRegistry, preprocessors: Regist
         raise exc.at(field="model") from None
 
 
+NO_IMAGE = "the unit is enabled but has no input image"
+
+
+def check_unit_image(unit: Unit, *, has_init_image: bool) -> None:
+    """The unit's own image decodes, or there is an init image (img2img) it can use instead."""
+    if decode_unit_images(unit) is None and not has_init_image:
+        raise InputError(NO_IMAGE, field="image")
+
+
 def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, preprocessors, result_cache):
     preprocessor, entry = check_unit_setup(unit, models=models, preprocessors=preprocessors)
 
@@ -165,7 +174,7 @@ def _input_images(index: int, unit: Unit, inputs: GenerationInputs, accepts_mask
     if images is not None:
         return images
     if inputs.init_image is None:
-        raise InputError("the unit is enabled but has no input image", field="image")
+        raise InputError(NO_IMAGE, field="image")
     rgb = np.ascontiguousarray(inputs.init_image[:, :, :3])
     alpha = np.zeros(rgb.shape[:2], dtype=np.uint8)
     if accepts_mask and inputs.inpaint_mask is not None:

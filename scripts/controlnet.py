@@ -28,7 +28,13 @@ from annotator.neural.weights import set_weights_folder
 from lib_controlnet import settings as cn_settings
 from lib_controlnet.cfg_rows import CfgBatchRows
 from lib_controlnet.errors import ControlNetError, InputError
-from lib_controlnet.generation import GenerationInputs, check_unit_setup, detected_map_images, prepare_units
+from lib_controlnet.generation import (
+    GenerationInputs,
+    check_unit_image,
+    check_unit_setup,
+    detected_map_images,
+    prepare_units,
+)
 from lib_controlnet.hint_size import hires_hint_size
 from lib_controlnet.hook import ControlHook
 from lib_controlnet.infotext import infotext_params
@@ -244,8 +250,13 @@ def _confirm_axis(p, axis, values, registry) -> None:
         check_axis_values(axis, values, is_known_module=registry.__contains__)
         return
     MODELS.set_folders(model_folders())
-    check_axis_cells(axis, values, units, is_known_module=registry.__contains__,
-                     check_unit=lambda unit: check_unit_setup(unit, models=MODELS, preprocessors=registry))
+    has_init_image = bool(getattr(p, "init_images", None))
+
+    def check_unit(unit: Unit) -> None:
+        check_unit_setup(unit, models=MODELS, preprocessors=registry)
+        check_unit_image(unit, has_init_image=has_init_image)
+
+    check_axis_cells(axis, values, units, is_known_module=registry.__contains__, check_unit=check_unit)
 
 
 def _generation_inputs(p) -> GenerationInputs:

@@ -162,6 +162,15 @@ def test_axis_without_an_enabled_unit_fails(cn_model, units):
     assert_axis_error(resp, "[ControlNet] Weight", "no ControlNet unit is enabled")
 
 
+@pytest.mark.parametrize("image", [None, "not base64!"], ids=["no_image", "bad_image"])
+def test_enabling_a_unit_whose_image_cannot_be_used_fails_before_the_grid(cn_model, image):
+    """Enabled "True" on a disabled unit without a usable image would fail inside the cell, which the X/Y/Z
+    script turns into a blank cell under HTTP 200; the check before the grid names the unit and field instead."""
+    sent = [unit(cn_model, enabled=False, image=image)]
+    resp = post("/sdapi/v1/txt2img", xyz_payload(sent, "[ControlNet] Enabled", dropdown=["True", "False"]))
+    assert_axis_error(resp, "[ControlNet] Enabled", "unit 0", "image")
+
+
 def test_failed_plot_leaves_nothing_behind(cn_model, no_units):
     post("/sdapi/v1/txt2img", xyz_payload([unit(cn_model)], "[ControlNet] Guidance End", "1.5"))
     images, _ = generate("txt2img", txt2img_payload())
