@@ -8,8 +8,6 @@ Public entry points (used by the A1111 adapter, the standalone host, other exten
         ...sample...
 """
 
-from .bound_unit import BoundUnit
-from .control_model import ControlModel
 from .enums import ControlMode, HiResFixOption, ResizeMode
 from .errors import (
     ControlNetError,
@@ -21,9 +19,11 @@ from .errors import (
     UnsafeFileError,
     http_status,
 )
-from .hook import CallInfo, ControlHook
-from .loading import load_control_model
-from .model_cache import ModelCache
+from .hook.control_hook import CallInfo, ControlHook
+from .kinds.controlnet import ControlModel
+from .kinds.controlnet_unit import BoundUnit
+from .models.cache import ModelCache
+from .models.loading import load_control_model
 
 __all__ = [
     "BoundUnit",

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from .errors import ControlNetError
-from .loading import load_control_model
-from .model_files import MODEL_SUFFIXES
+from .models.files import MODEL_SUFFIXES
+from .models.loading import load_control_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,8 +52,8 @@ def write_demo_model(folder: Path) -> Path:
     """A random-weight SD1-layout ControlNet at 1/10 width: real key names, not a real model."""
     from safetensors.torch import save_file
 
-    from .networks.arch import ControlNetArch, DownSpec, HintConv, ResSpec
-    from .networks.controlnet import ControlNet
+    from .models.networks.arch import ControlNetArch, DownSpec, HintConv, ResSpec
+    from .models.networks.controlnet import ControlNet
 
     widths = (3, 16, 16, 32, 32, 96, 96, 256, 32)
     hint = tuple(HintConv(widths[i], widths[i + 1], 3, 2 if i in (2, 4, 6) else 1) for i in range(8))

@@ -16,16 +16,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .bound_unit import BoundUnit
 from .enums import HiResFixOption
 from .errors import ControlNetError, InputError
-from .hint_size import fit_detected_map, hint_size, hint_tensor, pixel_perfect_resolution, stack_hints
-from .image_input import control_input, decode_region_mask, decode_unit_images
-from .masked_crop import crop_control_image, wants_masked_crop
-from .model_cache import ModelCache
-from .model_registry import ModelRegistry
+from .kinds.controlnet_unit import BoundUnit
+from .models.cache import ModelCache
+from .models.registry import ModelRegistry
 from .preprocessors import Registry, ResultCache, resolve_params, run_preprocessor
-from .unit import Unit
+from .units.hint_size import fit_detected_map, hint_size, hint_tensor, pixel_perfect_resolution, stack_hints
+from .units.image_input import control_input, decode_region_mask, decode_unit_images
+from .units.masked_crop import crop_control_image, wants_masked_crop
+from .units.unit import Unit
 
 
 @dataclass

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .control_model import ControlModel
+from .kinds.controlnet import ControlModel
 
 
 class Placement:

@@ -26,7 +26,6 @@ from PIL import Image
 from annotator.neural import runtime as annotator_runtime
 from annotator.neural.weights import set_weights_folder
 from lib_controlnet import settings as cn_settings
-from lib_controlnet.cfg_rows import CfgBatchRows
 from lib_controlnet.errors import ControlNetError, InputError
 from lib_controlnet.generation import (
     GenerationInputs,
@@ -35,14 +34,15 @@ from lib_controlnet.generation import (
     detected_map_images,
     prepare_units,
 )
-from lib_controlnet.hint_size import hires_hint_size
-from lib_controlnet.hook import ControlHook
-from lib_controlnet.infotext import infotext_params
-from lib_controlnet.masked_crop import prepare_mask
-from lib_controlnet.model_cache import ModelCache
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.hook.cfg_rows import CfgBatchRows
+from lib_controlnet.hook.control_hook import ControlHook
+from lib_controlnet.models.cache import ModelCache
+from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import default_registry
-from lib_controlnet.script_control import (
+from lib_controlnet.units.hint_size import hires_hint_size
+from lib_controlnet.units.infotext import infotext_params
+from lib_controlnet.units.masked_crop import prepare_mask
+from lib_controlnet.units.script_control import (
     AXES,
     XYZ_MARK,
     apply_overrides,
@@ -52,7 +52,7 @@ from lib_controlnet.script_control import (
     overrides_from,
     set_axis_value,
 )
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 
 logger = logging.getLogger("controlnet")
 EXTENSION_ROOT = Path(__file__).resolve().parent.parent

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from lib_controlnet.enums import ControlMode, HiResFixOption, ResizeMode
-from lib_controlnet.hint_size import pixel_perfect_resolution as _pixel_perfect
 from lib_controlnet.preprocessors import default_registry, module_detail, module_list
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.hint_size import pixel_perfect_resolution as _pixel_perfect
+from lib_controlnet.units.unit import Unit
 
 ControlNetUnit = Unit  # the reference's class name
 __all__ = [

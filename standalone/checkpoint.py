@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lib_controlnet.errors import ModelFileError
-from lib_controlnet.model_files import read_model
+from lib_controlnet.models.files import read_model
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

@@ -126,8 +126,8 @@ def _calibrate_latent_scale(vae: LatentVAE) -> LatentVAE:
 
 def demo_controlnet_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
     """A ControlNet whose encoder starts as a copy of the UNet's (as the original training code initialises it)."""
-    from lib_controlnet.networks.arch import arch_from_shapes
-    from lib_controlnet.networks.controlnet import ControlNet
+    from lib_controlnet.models.networks.arch import arch_from_shapes
+    from lib_controlnet.models.networks.controlnet import ControlNet
 
     unet_sd = unet.state_dict()
     shapes = {k: tuple(v.shape) for k, v in unet_sd.items() if k.startswith(("time_embed.", "input_blocks.",

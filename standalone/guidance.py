@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lib_controlnet.cfg_rows import CfgBatchRows
+from lib_controlnet.hook.cfg_rows import CfgBatchRows
 
 
 class GuidedEps:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lib_controlnet.infotext import quote
+from lib_controlnet.units.infotext import quote
 
 
 def infotext(prompt: str, negative_prompt: str, params: Mapping[str, object]) -> str:

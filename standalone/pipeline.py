@@ -17,7 +17,7 @@ from contextlib import ExitStack
 import torch
 
 from lib_controlnet import ControlHook, InputError
-from lib_controlnet.cfg_rows import CfgBatchRows
+from lib_controlnet.hook.cfg_rows import CfgBatchRows
 
 from .guidance import GuidedEps
 from .images import latent_keep_mask, overlay, prepare_mask, to_pil, to_tensor

@@ -2,7 +2,7 @@
 
 import torch
 
-from lib_controlnet.cfg_rows import CfgBatchRows
+from lib_controlnet.hook.cfg_rows import CfgBatchRows
 
 
 def calls(rows: CfgBatchRows, *sizes):

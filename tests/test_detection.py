@@ -2,9 +2,9 @@
 
 import pytest
 
-from lib_controlnet.detection import FORMAT_RULES, detect
 from lib_controlnet.errors import ModelFileError
-from lib_controlnet.networks.arch import DownSpec, ResSpec
+from lib_controlnet.models.detection import FORMAT_RULES, detect
+from lib_controlnet.models.networks.arch import DownSpec, ResSpec
 from tests.published_shapes import (
     SDXL_FULL,
     SDXL_MID,

@@ -11,9 +11,9 @@ from skimage import data
 
 from lib_controlnet import InputError, ModelCache, NotFoundError
 from lib_controlnet.generation import GenerationInputs, prepare_units
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import ResultCache, default_registry
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 from tests.tiny_models import SD_LIKE_UNET, controlnet_state_dict_from_unet, ldm_unet, save_state_dict
 
 

@@ -152,7 +152,7 @@ def test_residuals_follow_the_callers_dtype(tiny, dtype):
 
 def test_parameters_are_the_tensors_read_from_the_file(tiny, monkeypatch):
     """assign=True: no second copy of the weights is made while building the network."""
-    import lib_controlnet.model_files as mf
+    import lib_controlnet.models.files as mf
 
     _, sd, d = tiny
     path = save_state_dict(sd, d / "once.safetensors")
@@ -172,7 +172,7 @@ def test_parameters_are_the_tensors_read_from_the_file(tiny, monkeypatch):
 def test_our_safetensors_reader_matches_the_library_and_rejects_truncation(tmp_path):
     from safetensors.torch import load_file
 
-    from lib_controlnet.model_files import read_safetensors
+    from lib_controlnet.models.files import read_safetensors
 
     g = torch.Generator().manual_seed(3)
     tensors = {

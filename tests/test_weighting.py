@@ -4,7 +4,7 @@ import pytest
 
 from lib_controlnet.enums import ControlMode
 from lib_controlnet.errors import InputError
-from lib_controlnet.weighting import control_on_uncond, layer_scales, soft_scales
+from lib_controlnet.hook.weighting import control_on_uncond, layer_scales, soft_scales
 
 # reference-extension.md §3.3, to 6 decimals
 REFERENCE_TABLE = [0.099414, 0.120502, 0.146063, 0.177046, 0.214601, 0.260122, 0.315300, 0.382182, 0.463250,

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from lib_controlnet.conversion.diffusers_controlnet import diffusers_to_ldm_names
-from lib_controlnet.networks.arch import arch_from_shapes
-from lib_controlnet.networks.controlnet import ControlNet
+from lib_controlnet.models.conversion.diffusers_controlnet import diffusers_to_ldm_names
+from lib_controlnet.models.networks.arch import arch_from_shapes
+from lib_controlnet.models.networks.controlnet import ControlNet
 
 SD15_LIKE = dict(
     in_channels=4,

@@ -1,7 +1,7 @@
 """Loaded annotator networks: lazily, cached by the control-model cache's policy, on the device only while
 they run.
 
-- Loading happens on first use (`AnnotatorModels.get`), through `lib_controlnet.model_cache.ModelCache`:
+- Loading happens on first use (`AnnotatorModels.get`), through `lib_controlnet.models.cache.ModelCache`:
   LRU, a file changed on disk is reloaded, an evicted network is moved off the accelerator and collected.
 - Networks live on the CPU. `running(...)` moves them to the compute device (the UNet's, set by the host
   with `configure(device=...)`) for one call and back afterwards, with `lib_controlnet.memory.Placement`
@@ -22,7 +22,7 @@ from torch import nn
 
 from lib_controlnet.lazy import lazy_singleton
 from lib_controlnet.memory import Placement
-from lib_controlnet.model_cache import DEFAULT_CAPACITY, ModelCache
+from lib_controlnet.models.cache import DEFAULT_CAPACITY, ModelCache
 
 from .weights import NetSpec
 

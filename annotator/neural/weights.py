@@ -6,7 +6,7 @@ works as is, in the sub-folder the reference uses for it (`openpose/`, `hed/`, .
 the way the reference sets it: the `control_net_modules_path` setting wins over the
 `--controlnet-annotator-models-path` flag, and a relative path is taken from the host's data folder.
 
-Files are read with `lib_controlnet.model_files.read_model` (safetensors, or `torch.load(weights_only=True)`;
+Files are read with `lib_controlnet.models.files.read_model` (safetensors, or `torch.load(weights_only=True)`;
 pickles that need code are refused). A file whose keys or shapes are not the ones the network has is
 refused with the keys that are missing or foreign, rather than loaded half-way.
 """
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from lib_controlnet.errors import ModelFileError, NotFoundError
-from lib_controlnet.model_files import read_model
+from lib_controlnet.models.files import read_model
 
 EXTENSION_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = EXTENSION_ROOT / "models" / "annotators"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter
 
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry, ResultCache, default_cache, default_registry
 
 from .detect import add_detect_route

@@ -13,7 +13,7 @@ __all__ = ["MAX_PIXELS", "decode_image", "decode_mask", "encode_png", "open_imag
 
 from annotator.util import hwc3
 from lib_controlnet.errors import InputError
-from lib_controlnet.image_input import MAX_PIXELS, decode_base64_image
+from lib_controlnet.units.image_input import MAX_PIXELS, decode_base64_image
 
 
 def open_image(text, field: str) -> Image.Image:

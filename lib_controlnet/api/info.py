@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter
 
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry
 
 API_VERSION = 3  # the reference's /controlnet/version; clients branch on it

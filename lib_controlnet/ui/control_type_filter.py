@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lib_controlnet.api.info import control_types
-from lib_controlnet.model_registry import NO_MODEL, ModelRegistry
+from lib_controlnet.models.registry import NO_MODEL, ModelRegistry
 from lib_controlnet.preprocessors import Registry
 
 from .model_family import compatible, model_family

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry, default_registry
 
 from .panel import PanelStates, build_panel

@@ -2,7 +2,7 @@
 
 A `.safetensors` file (or a diffusers folder's weights) is judged by its tensor shapes, read from the file's
 JSON header alone - a few kilobytes, never the weights (`model_files.read_safetensors` reads whole files) -
-and `lib_controlnet.detection`, the same rules the loader uses. Pickle files (`.pth`, `.ckpt`...) have no
+and `lib_controlnet.models.detection`, the same rules the loader uses. Pickle files (`.pth`, `.ckpt`...) have no
 header to read without unpickling, and formats detection does not run yet (T2I-Adapter, Control-LoRA...)
 have no arch to judge, so for those the family is guessed from the file name the way the reference does.
 Results are cached per (path, size, mtime).
@@ -15,8 +15,8 @@ import os
 import threading
 from pathlib import Path
 
-from lib_controlnet.detection import detect
 from lib_controlnet.errors import ControlNetError
+from lib_controlnet.models.detection import detect
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 FAMILY_LABELS = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 
 import gradio as gr
 
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 
 from .elem_ids import panel_id, tabs_id, unit_name
 from .tab_titles import style_sheet

@@ -22,8 +22,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lib_controlnet.infotext import UNIT_PREFIX, parse_infotext
 from lib_controlnet.preprocessors import Registry
+from lib_controlnet.units.infotext import UNIT_PREFIX, parse_infotext
 
 from .sliders import slider_states
 from .unit_checks import ERROR

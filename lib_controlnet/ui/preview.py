@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from lib_controlnet.errors import ControlNetError
-from lib_controlnet.hint_size import hint_size, pixel_perfect_resolution
-from lib_controlnet.image_input import combine, control_input
 from lib_controlnet.preprocessors import Registry, resolve_params, run_preprocessor
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.hint_size import hint_size, pixel_perfect_resolution
+from lib_controlnet.units.image_input import combine, control_input
+from lib_controlnet.units.unit import Unit
 
 from .compat import image_and_mask
 from .unit_checks import ERROR

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 
 IMAGE_FIELDS = ("image", "mask", "effective_region_mask")
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lib_controlnet.errors import ControlNetError
-from lib_controlnet.image_input import decode_unit_images
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry, resolve_params
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.image_input import decode_unit_images
+from lib_controlnet.units.unit import Unit
 
 from . import model_family as families
 

@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from lib_controlnet.enums import ControlMode, HiResFixOption, ResizeMode
-from lib_controlnet.model_registry import NO_MODEL, ModelRegistry
+from lib_controlnet.models.registry import NO_MODEL, ModelRegistry
 from lib_controlnet.preprocessors import Registry
 
 from . import compat

@@ -13,7 +13,7 @@ from typing import Any
 from lib_controlnet.enums import HiResFixOption
 from lib_controlnet.errors import ControlNetError
 from lib_controlnet.preprocessors import Registry
-from lib_controlnet.unit import SLIDER_DEFAULT, Unit
+from lib_controlnet.units.unit import SLIDER_DEFAULT, Unit
 
 from .compat import image_and_mask
 

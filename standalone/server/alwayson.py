@@ -15,7 +15,7 @@ from fastapi import HTTPException
 
 from lib_controlnet.errors import InputError
 from lib_controlnet.preprocessors import Registry
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 
 logger = logging.getLogger("standalone.server")
 SCRIPT_TITLE = "ControlNet"

@@ -13,9 +13,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from lib_controlnet.errors import ControlNetError  # noqa: E402
-from lib_controlnet.infotext import parse_parameters  # noqa: E402
 from lib_controlnet.ui import build_panel  # noqa: E402
 from lib_controlnet.ui.paste import paste_fields, paste_outputs, paste_values  # noqa: E402
+from lib_controlnet.units.infotext import parse_parameters  # noqa: E402
 
 from ..samplers import sampler_names  # noqa: E402
 from .encoding import png_base64  # noqa: E402

@@ -19,11 +19,11 @@ import numpy as np
 from annotator.neural import runtime as annotator_runtime
 from annotator.neural.weights import set_weights_folder
 from lib_controlnet.generation import GenerationInputs, detected_map_images, prepare_units
-from lib_controlnet.infotext import infotext_params
-from lib_controlnet.masked_crop import prepare_mask
-from lib_controlnet.model_cache import ModelCache
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.models.cache import ModelCache
+from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry, ResultCache, default_cache, default_registry
+from lib_controlnet.units.infotext import infotext_params
+from lib_controlnet.units.masked_crop import prepare_mask
 
 from ..pipeline import Pipeline
 from ..request import GenerationRequest, GenerationResult, StepProgress

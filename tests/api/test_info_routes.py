@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
 from lib_controlnet.api import create_router
-from lib_controlnet.model_registry import ModelRegistry
+from lib_controlnet.models.registry import ModelRegistry
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_demo_files_are_deterministic_and_have_no_zero_tensors(tmp_path, demo):
     for ours, theirs in ((demo.checkpoint, again.checkpoint), (demo.controlnet, again.controlnet)):
         assert hashlib.sha256(ours.read_bytes()).digest() == hashlib.sha256(theirs.read_bytes()).digest()
     for path in (demo.checkpoint, demo.controlnet):
-        from lib_controlnet.model_files import read_safetensors
+        from lib_controlnet.models.files import read_safetensors
 
         sd = read_safetensors(path)
         zero = [k for k, v in sd.items() if v.is_floating_point() and not v.any()]
@@ -75,7 +75,7 @@ def _shapes(demo) -> dict:
 
 
 def _layout(demo) -> dict:
-    from lib_controlnet.model_files import read_safetensors
+    from lib_controlnet.models.files import read_safetensors
 
     return {k: tuple(v.shape) for k, v in read_safetensors(demo.checkpoint).items()}
 

@@ -22,9 +22,9 @@ from PIL import Image
 from playwright.sync_api import expect
 
 from lib_controlnet.enums import ResizeMode
-from lib_controlnet.hint_size import fit_detected_map
 from lib_controlnet.preprocessors import resolve_params, run_preprocessor
 from lib_controlnet.ui.elem_ids import UnitIds, tabs_id
+from lib_controlnet.units.hint_size import fit_detected_map
 from standalone import DEMO_NOTICE
 from tests.browser import choose, chromium_page, image_src, keep, markdown, shot
 from tests.standalone_server.server_helpers import CONTROLNET

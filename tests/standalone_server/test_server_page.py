@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 from standalone import DEMO_NOTICE
 from standalone.server.gradio_page import generate_for_page
 from tests.standalone_server.server_helpers import CONTROLNET, gradient, square

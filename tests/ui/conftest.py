@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 import skimage.data  # noqa: E402
 from ui_model_files import write_model_folder  # noqa: E402
 
-from lib_controlnet.model_registry import ModelRegistry  # noqa: E402
+from lib_controlnet.models.registry import ModelRegistry  # noqa: E402
 from lib_controlnet.preprocessors import default_registry  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from lib_controlnet.ui import compat
 from lib_controlnet.ui.canvas import blank_canvas, image_size
 from lib_controlnet.ui.preview import run_preview
 from lib_controlnet.ui.unit_checks import status_markdown, unit_problems
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 
 
 def _model(models, stem: str) -> str:

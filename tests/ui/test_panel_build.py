@@ -8,7 +8,7 @@ import pytest
 
 from lib_controlnet.ui import PanelStates, build_panel, compat
 from lib_controlnet.ui.demo_app import build_demo
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 
 
 def _ids(blocks: gr.Blocks) -> set[str]:
@@ -175,7 +175,7 @@ def test_blank_canvas_and_preview_as_input_set_image_and_state(models, registry,
 def test_refresh_finds_new_models_of_the_checkpoint_family(registry, tmp_path):
     from ui_model_files import write_controlnet
 
-    from lib_controlnet.model_registry import ModelRegistry
+    from lib_controlnet.models.registry import ModelRegistry
 
     folder = tmp_path / "models"
     write_controlnet(folder / "canny_first.safetensors", "sd1")

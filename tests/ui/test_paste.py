@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from lib_controlnet.infotext import INFOTEXT_FIELDS, infotext_params, parse_parameters, quote
 from lib_controlnet.ui import build_panel
 from lib_controlnet.ui.paste import PASTED_SLIDERS, paste_fields, paste_key, paste_outputs, paste_values
 from lib_controlnet.ui.unit_values import VALUE_KEYS
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.infotext import INFOTEXT_FIELDS, infotext_params, parse_parameters, quote
+from lib_controlnet.units.unit import Unit
 
 
 def _build(models, registry, unit_count=3):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from lib_controlnet.errors import InputError
-from lib_controlnet.image_input import decode_unit_images
 from lib_controlnet.ui.serialise import api_payload, display_json
 from lib_controlnet.ui.unit_values import VALUE_KEYS, panel_values, state_value, unit_from_values
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.image_input import decode_unit_images
+from lib_controlnet.units.unit import Unit
 
 
 def _values(image=None, **changes):

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lib_controlnet.networks.arch import ControlNetArch, DownSpec, HintConv, ResSpec
-from lib_controlnet.networks.controlnet import ControlNet
+from lib_controlnet.models.networks.arch import ControlNetArch, DownSpec, HintConv, ResSpec
+from lib_controlnet.models.networks.controlnet import ControlNet
 
 _HINT = (HintConv(3, 16, 3, 1), HintConv(16, 16, 3, 1), HintConv(16, 32, 3, 2), HintConv(32, 32, 3, 1),
          HintConv(32, 96, 3, 2), HintConv(96, 96, 3, 1), HintConv(96, 256, 3, 2), HintConv(256, 32, 3, 1))

@@ -10,7 +10,7 @@ from unit_test_helpers import astronaut
 
 from lib_controlnet.enums import ResizeMode
 from lib_controlnet.errors import InputError
-from lib_controlnet.hint_size import (
+from lib_controlnet.units.hint_size import (
     align_to_latent,
     fit_detected_map,
     hint_size,

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from unit_test_helpers import astronaut, encode
 
-from lib_controlnet import image_input
 from lib_controlnet.errors import InputError
-from lib_controlnet.image_input import control_input, decode_images, decode_region_mask, decode_unit_images
-from lib_controlnet.unit import Unit
+from lib_controlnet.units import image_input
+from lib_controlnet.units.image_input import control_input, decode_images, decode_region_mask, decode_unit_images
+from lib_controlnet.units.unit import Unit
 
 
 @pytest.fixture(scope="module")

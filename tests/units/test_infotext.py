@@ -9,7 +9,7 @@ import pytest
 
 from lib_controlnet.enums import ControlMode, HiResFixOption, ResizeMode
 from lib_controlnet.errors import InputError
-from lib_controlnet.infotext import (
+from lib_controlnet.units.infotext import (
     INFOTEXT_FIELDS,
     infotext_params,
     parse_infotext,
@@ -18,7 +18,7 @@ from lib_controlnet.infotext import (
     serialize_unit,
     unquote,
 )
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 
 # reference doc §8: the text the reference writes for a canny unit
 REFERENCE_CANNY = (

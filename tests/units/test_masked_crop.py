@@ -9,7 +9,13 @@ from unit_test_helpers import astronaut
 
 from lib_controlnet.enums import ResizeMode
 from lib_controlnet.errors import InputError
-from lib_controlnet.masked_crop import a1111_resize, crop_control_image, crop_region, prepare_mask, wants_masked_crop
+from lib_controlnet.units.masked_crop import (
+    a1111_resize,
+    crop_control_image,
+    crop_region,
+    prepare_mask,
+    wants_masked_crop,
+)
 
 LANCZOS = Image.Resampling.LANCZOS
 

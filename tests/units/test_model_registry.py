@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib_controlnet import model_registry
 from lib_controlnet.errors import NotFoundError
-from lib_controlnet.model_registry import ModelRegistry, old_model_hash
+from lib_controlnet.models import registry as model_registry
+from lib_controlnet.models.registry import ModelRegistry, old_model_hash
 
 MiB = 1 << 20
 

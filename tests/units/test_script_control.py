@@ -9,7 +9,7 @@ import pytest
 from lib_controlnet.enums import ControlMode, ResizeMode
 from lib_controlnet.errors import InputError
 from lib_controlnet.preprocessors import default_registry
-from lib_controlnet.script_control import (
+from lib_controlnet.units.script_control import (
     ATTRIBUTES,
     AXES,
     XYZ_MARK,
@@ -19,7 +19,7 @@ from lib_controlnet.script_control import (
     overrides_from,
     set_axis_value,
 )
-from lib_controlnet.unit import Unit
+from lib_controlnet.units.unit import Unit
 
 KNOWN = default_registry().__contains__
 
@@ -106,7 +106,7 @@ def test_axis_choices_and_checks():
 
 def test_axis_cells_are_checked_against_the_units_as_sent():
     from lib_controlnet.errors import NotFoundError
-    from lib_controlnet.script_control import check_axis_cells
+    from lib_controlnet.units.script_control import check_axis_cells
 
     by_label = {a.label: a for a in AXES}
     units = _units()  # unit 1 enabled; unit 0 disabled
@@ -129,7 +129,7 @@ def test_axis_cells_are_checked_against_the_units_as_sent():
 
 
 def test_axis_with_no_enabled_unit_fails_except_enabled():
-    from lib_controlnet.script_control import check_axis_cells
+    from lib_controlnet.units.script_control import check_axis_cells
 
     by_label = {a.label: a for a in AXES}
     disabled = [Unit.from_dict({"enabled": False, "module": "canny", "model": "a [01234567]"})]

@@ -12,7 +12,7 @@ from unit_test_helpers import astronaut, encode
 
 from lib_controlnet.enums import ControlMode, HiResFixOption, InputMode, PuLIDMode, ResizeMode, UnionControlType
 from lib_controlnet.errors import InputError
-from lib_controlnet.unit import FIELD_NAMES, Unit
+from lib_controlnet.units.unit import FIELD_NAMES, Unit
 
 # The reference's ControlNetUnit fields in declaration order with their defaults (reference doc §1.1).
 REFERENCE_FIELDS = [

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .control_model import ControlModel
-from .enums import ControlMode, HiResFixOption
-from .errors import InputError
-from .weighting import check_advanced_weighting, control_on_uncond, layer_scales
+from ..enums import ControlMode, HiResFixOption
+from ..errors import InputError
+from ..hook.weighting import check_advanced_weighting, control_on_uncond, layer_scales
+from .controlnet import ControlModel
 
 
 @dataclass(eq=False)

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .bound_unit import BoundUnit
-from .errors import IncompatibleModelError
-from .memory import Placement
+from ..errors import IncompatibleModelError
+from ..kinds.controlnet_unit import BoundUnit
+from ..memory import Placement
 
 
 @dataclass(frozen=True)

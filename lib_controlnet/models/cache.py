@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .control_model import ControlModel
+from ..kinds.controlnet import ControlModel
 from .loading import load_control_model
 
 DEFAULT_CAPACITY = 2  # the reference's control_net_model_cache_size default

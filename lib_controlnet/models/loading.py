@@ -7,11 +7,11 @@ from collections.abc import Mapping
 
 import torch
 
-from .control_model import ControlModel
+from ..errors import ControlNetError, ModelFileError
+from ..kinds import BUILDERS
+from ..kinds.controlnet import ControlModel
 from .detection import detect
-from .errors import ControlNetError, ModelFileError
-from .model_files import read_model
-from .model_kinds import BUILDERS
+from .files import read_model
 
 
 def load_control_model(

@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from annotator.util import hwc3
 
-from .errors import ControlNetError, InputError
+from ..errors import ControlNetError, InputError
 
 # Larger images are refused before their pixels are decoded (a small PNG can expand to gigabytes).
 MAX_PIXELS = 64 * 2**20

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from .enums import HiResFixOption
-from .errors import ControlNetError, InputError
+from ..enums import HiResFixOption
+from ..errors import ControlNetError, InputError
 from .unit import Unit
 
 # The reference's infotext fields, in its order.

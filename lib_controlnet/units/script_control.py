@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .enums import ControlMode, ResizeMode
-from .errors import ControlNetError, InputError
+from ..enums import ControlMode, ResizeMode
+from ..errors import ControlNetError, InputError
 from .unit import Unit
 
 XYZ_MARK = "control_net_xyz"  # set by our X/Y/Z axes: overrides apply without the setting

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from ..errors import ModelFileError
+from ...errors import ModelFileError
 
 DIFFUSERS_CONTROLNET_MARKER = "controlnet_cond_embedding.conv_in.weight"
 

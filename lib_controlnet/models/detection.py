@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
+from ..errors import ModelFileError
 from .conversion.difference import DIFFERENCE_MARKER
 from .conversion.diffusers_controlnet import DIFFUSERS_CONTROLNET_MARKER, diffusers_to_ldm_names
-from .errors import ModelFileError
 from .networks.arch import ControlNetArch, arch_from_shapes
 
 Shapes = Mapping[str, tuple[int, ...]]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelFileError, NotFoundError, UnsafeFileError
+from ..errors import ModelFileError, NotFoundError, UnsafeFileError
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")

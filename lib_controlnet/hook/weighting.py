@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .enums import ControlMode
-from .errors import InputError
+from ..enums import ControlMode
+from ..errors import InputError
 
 SOFT_BASE = 0.825  # lllyasviel's "magic number": 0.825**12 < 0.1, the shallowest layer's share
 SD15_OUTPUTS = 13

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .hook import CallInfo
+from .control_hook import CallInfo
 
 
 @dataclass

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from .enums import ResizeMode
-from .errors import InputError
+from ..enums import ResizeMode
+from ..errors import InputError
 
 # A1111's resize_image modes; its 3 ("latent upscale") resizes images like 0.
 _A1111_MODE = {ResizeMode.RESIZE: 0, ResizeMode.INNER_FIT: 1, ResizeMode.OUTER_FIT: 2}

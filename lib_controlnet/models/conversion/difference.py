@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..errors import IncompatibleModelError
+from ...errors import IncompatibleModelError
 
 DIFFERENCE_MARKER = "difference"
 

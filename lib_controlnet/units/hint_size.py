@@ -18,9 +18,9 @@ import torch
 
 from annotator.util import hwc3
 
-from .enums import ResizeMode
-from .errors import InputError
-from .preprocessors.map_resize import resize_to_target
+from ..enums import ResizeMode
+from ..errors import InputError
+from ..preprocessors.map_resize import resize_to_target
 
 LATENT_FACTOR = 8
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NotFoundError
+from ..errors import NotFoundError
 
 MODEL_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin")
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .enums import ControlMode, HiResFixOption, InputMode, PuLIDMode, ResizeMode, UnionControlType
-from .errors import ControlNetError, InputError
+from ..enums import ControlMode, HiResFixOption, InputMode, PuLIDMode, ResizeMode, UnionControlType
+from ..errors import ControlNetError, InputError
 
 # -1 in processor_res / threshold_a / threshold_b means "the preprocessor's slider default".
 SLIDER_DEFAULT = -1
