@@ -18,7 +18,8 @@ import torch
 
 from .enums import HiResFixOption
 from .errors import ControlNetError, InputError
-from .kinds.controlnet_unit import BoundUnit
+from .hook.effect import Effect
+from .kinds import unit_class
 from .models.cache import ModelCache
 from .models.registry import ModelRegistry
 from .preprocessors import Registry, ResultCache, resolve_params, run_preprocessor
@@ -50,7 +51,7 @@ class GenerationInputs:
 class PreparedUnit:
     index: int  # the unit's position as the caller sent it (UI tab / API list index)
     unit: Unit  # with the slider values actually used, for infotext
-    bound: BoundUnit
+    bound: Effect  # the unit as the hook applies it (BoundUnit for ControlNets)
     detected_maps: list[np.ndarray]  # what the user is shown / gets back (hires map first, as the reference)
 
 
@@ -134,7 +135,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
 
     model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
     region = decode_region_mask(unit.effective_region_mask, unit=index)
-    bound = BoundUnit(
+    bound = unit_class(model.kind)(
         model,
         stack_hints(hints),
         hint_hires=stack_hints(hires_hints) if hires_hints else None,

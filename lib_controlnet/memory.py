@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 
-from .kinds.controlnet import ControlModel
+
+class Movable(Protocol):
+    """Any control model: the placement needs nothing but `.to(device, dtype)`."""
+
+    def to(self, device=None, dtype=None): ...
+
+
 
 
 class Placement:
@@ -21,15 +28,17 @@ class Placement:
         self.device = torch.device(device)
         self.dtype = dtype
         self.offload_device = torch.device(offload_device)
-        self._used: dict[int, ControlModel] = {}
+        self._used: dict[int, Movable] = {}
+        self.runs = 0  # forwards run through `running`
 
-    def prepare(self, model: ControlModel, *, low_vram: bool) -> None:
+    def prepare(self, model: Movable, *, low_vram: bool) -> None:
         """At attach: take the host's dtype; keep low-VRAM models off the accelerator."""
         model.to(self.offload_device if low_vram else None, self.dtype)
 
     @contextmanager
-    def running(self, model: ControlModel, *, low_vram: bool) -> Iterator[ControlModel]:
+    def running(self, model: Movable, *, low_vram: bool) -> Iterator[Movable]:
         self._used[id(model)] = model
+        self.runs += 1
         model.to(self.device, self.dtype)
         try:
             yield model

@@ -1,4 +1,4 @@
-"""The UNet hook: adds control residuals to any ldm-layout UNet through module hooks.
+"""The UNet hook: applies every unit's effects to any ldm-layout UNet through module hooks.
 
 Layout expected (ldm SD1.x/2.x and sgm SDXL UNets alike): `input_blocks`, `middle_block`,
 `output_blocks`, `time_embed`, optional `label_emb`, called as `unet(x, timesteps, context, y=None)`.
@@ -7,85 +7,50 @@ Why module hooks and not a replaced `forward`: the UNet's own forward keeps runn
 extensions that wrap or hook it still see every call, and removal is handle.remove() — nothing of ours
 is left on the module. Per UNet call:
 
-1. forward pre-hook on the UNet: ask the host which rows are cond/uncond and how far sampling is, run
-   every active unit's ControlNet (on the cond rows only where the uncond rows would get nothing), scale,
-   mask, pool, and sum the residuals;
-2. forward hook on `middle_block`: add the last residual to its output;
-3. forward pre-hook on `output_blocks[j]`: its input is cat(h, skip); residual i goes onto the skip from
+1. forward pre-hook on the UNet: ask the host which rows are cond/uncond and how far sampling is, build a
+   `UNetCall`, let every active unit edit the context and then contribute (see `effect.Effect`);
+2. forward hook on each `input_blocks[b]`: add the encoder-stream features for block b (T2I-Adapter);
+3. forward hook on `middle_block`: add the middle features, then the last residual;
+4. forward pre-hook on `output_blocks[j]`: its input is cat(h, skip); residual i goes onto the skip from
    input block i, which output block (n−1−i) consumes;
-4. forward hook on the UNet (always called, also when the forward raises): drop this call's residuals.
+5. forward hook on the UNet (always called, also when the forward raises): apply the output corrections
+   and drop this call's state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import IncompatibleModelError
-from ..kinds.controlnet_unit import BoundUnit
 from ..memory import Placement
+from .call import MIDDLE, CallInfo, CallInfoSource, UNetCall, align_to
+from .effect import Effect, HookTarget, ModuleHooks
+from .host import HostInfo
 
-
-@dataclass(frozen=True)
-class CallInfo:
-    """What the host knows about one UNet call.
-
-    cond_rows: batch rows that carry the positive prompt; None when unknown (then every row is treated
-        as cond, as the reference does for unmarked calls).
-    fraction: sampling progress of this pass in [0, 1] (the reference: sampling_step / sampling_steps).
-    hires: whether this is the hires-fix pass.
-    context: a replacement text context for the UNet, for hosts that mark rows inside it.
-    """
-
-    cond_rows: tuple[int, ...] | None = None
-    fraction: float = 0.0
-    hires: bool = False
-    context: torch.Tensor | None = None
-
-
-CallInfoSource = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None], CallInfo]
-
-
-def _unet_inputs(args: tuple, kwargs: dict):
-    names = ("x", "timesteps", "context", "y")
-    values = [args[i] if i < len(args) else kwargs.get(name) for i, name in enumerate(names)]
-    return values
-
-
-class Residuals:
-    """Per-call sum of every unit's residuals, full-batch, indexed like the ControlNet's outputs."""
-
-    def __init__(self, count: int, batch: int):
-        self.items: list[torch.Tensor | None] = [None] * count
-        self.batch = batch
-
-    def add(self, index: int, value: torch.Tensor, rows: tuple[int, ...] | None) -> None:
-        if rows is not None:
-            full = value.new_zeros((self.batch, *value.shape[1:]))
-            full[list(rows)] = value
-            value = full
-        current = self.items[index]
-        self.items[index] = value if current is None else current + value
-
-
-def _add_residual(base: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-    """base + residual, aligning spatial size (odd resolutions) with nearest as the reference does."""
-    if residual.shape[-2:] != base.shape[-2:] and residual.shape[-2:] != (1, 1):
-        residual = F.interpolate(residual, size=base.shape[-2:], mode="nearest")
-    return base + residual.to(base.dtype)
-
+__all__ = ["CallInfo", "ControlHook"]
 
 COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def _unet_inputs(args: tuple, kwargs: dict):
+    names = ("x", "timesteps", "context", "y")
+    return [args[i] if i < len(args) else kwargs.get(name) for i, name in enumerate(names)]
+
+
+def _with_context(args: tuple, kwargs: dict, context: torch.Tensor):
+    if len(args) > 2:
+        return (*args[:2], context, *args[3:]), kwargs
+    return args, {**kwargs, "context": context}
+
+
 class ControlHook:
-    def __init__(self, unet: nn.Module, units: Sequence[BoundUnit], call_info: CallInfoSource | None = None,
-                 *, family: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None):
+    def __init__(self, unet: nn.Module, units: Sequence[Effect], call_info: CallInfoSource | None = None,
+                 *, family: str | None = None, device: torch.device | None = None, dtype: torch.dtype | None = None,
+                 host: HostInfo | None = None):
         """`device`/`dtype`: where and in what precision the control models run; by default the UNet's."""
         for name in ("input_blocks", "middle_block", "output_blocks", "time_embed"):
             if not hasattr(unet, name):
@@ -93,50 +58,53 @@ class ControlHook:
         self.unet = unet
         self.units = list(units)
         self.call_info = call_info or (lambda x, t, c, y: CallInfo())
+        self.host = host
         self.num_outputs = len(unet.input_blocks) + 1
+        target = HookTarget(unet, self.num_outputs, family)
         for unit in self.units:
-            self._check_compatible(unit, family)
+            unit.check(target)
         first = next(unet.parameters())
         if dtype is None:
             # fp8-stored UNets (A1111's fp8 option) compute in fp16; never cast a ControlNet to a storage dtype
             dtype = first.dtype if first.dtype in COMPUTE_DTYPES else torch.float16
         self.placement = Placement(device or first.device, dtype)
         self._handles: list = []
-        self._stack: list[Residuals] = []
-        self.runs = 0  # ControlNet forwards executed (for diagnostics)
+        self._stack: list[UNetCall] = []
+        self._suspended = 0
 
-    def _check_compatible(self, unit: BoundUnit, family: str | None) -> None:
-        model = unit.model
-        if family is not None and model.family != family:
-            raise IncompatibleModelError(
-                f"{model.path.name} is a {model.family} ControlNet but the checkpoint is {family}",
-                unit=unit.index, field="model",
-            )
-        if model.num_outputs != self.num_outputs:
-            raise IncompatibleModelError(
-                f"{model.path.name} produces {model.num_outputs} residuals but this UNet takes {self.num_outputs} "
-                f"({model.family} ControlNet on a different architecture?)",
-                unit=unit.index, field="model",
-            )
+    @property
+    def runs(self) -> int:
+        """Control-model forwards run so far (through the placement), for diagnostics and tests."""
+        return self.placement.runs
 
     # --- lifecycle -------------------------------------------------------------------------------------
     @property
     def attached(self) -> bool:
         return bool(self._handles)
 
+    def own(self, handle) -> None:
+        """Keep a hook handle (ours or an effect's) to remove it with the hook."""
+        self._handles.append(handle)
+
     def attach(self) -> ControlHook:
         if self.attached:
             return self
-        for unit in self.units:
-            self.placement.prepare(unit.model, low_vram=unit.low_vram)
         unet = self.unet
         try:
-            self._handles.append(unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
-            self._handles.append(unet.register_forward_hook(self._after_unet, always_call=True))
-            self._handles.append(unet.middle_block.register_forward_hook(self._after_middle))
+            for unit in self.units:
+                for model in unit.models():
+                    self.placement.prepare(model, low_vram=unit.low_vram)
+            self.own(unet.register_forward_pre_hook(self._before_unet, with_kwargs=True))
+            self.own(unet.register_forward_hook(self._after_unet, always_call=True))
+            for b, block in enumerate(unet.input_blocks):
+                self.own(block.register_forward_hook(self._feature_adder(b)))
+            self.own(unet.middle_block.register_forward_hook(self._after_middle))
             n_in = len(unet.input_blocks)
             for j, block in enumerate(unet.output_blocks):
-                self._handles.append(block.register_forward_pre_hook(self._skip_adder(n_in - 1 - j)))
+                self.own(block.register_forward_pre_hook(self._skip_adder(n_in - 1 - j)))
+            hooks = ModuleHooks(self)
+            for unit in self.units:
+                unit.attach(hooks)
         except BaseException:
             self.remove()
             raise
@@ -149,7 +117,7 @@ class ControlHook:
         self._handles.clear()
         self._stack.clear()
         for unit in self.units:
-            unit.clear_cache()
+            unit.release()
         self.placement.release()
 
     @contextmanager
@@ -161,67 +129,88 @@ class ControlHook:
         finally:
             self.remove()
 
+    @property
+    def current(self) -> UNetCall | None:
+        return self._stack[-1] if self._stack else None
+
+    @contextmanager
+    def suspended(self):
+        """UNet calls made inside (an effect's own extra pass) get no residuals, features or corrections,
+        and do not consume the host's row ledger; effects' own module hooks still see them."""
+        self._suspended += 1
+        try:
+            yield
+        finally:
+            self._suspended -= 1
+
     # --- per call --------------------------------------------------------------------------------------
     def _before_unet(self, module, args, kwargs):
+        # Pushed first: the always-called forward hook pops exactly one entry, even if a unit raises below.
+        self._stack.append(UNetCall.empty(self.num_outputs))
+        if self._suspended:
+            return None
         x, timesteps, context, y = _unet_inputs(args, kwargs)
         info = self.call_info(x, timesteps, context, y)
-        if info.context is not None:
+        replaced = info.context is not None
+        if replaced:
             context = info.context
-            if len(args) > 2:
-                args = (*args[:2], context, *args[3:])
+        call = UNetCall(x, timesteps, context, y, info, num_outputs=self.num_outputs, placement=self.placement,
+                        host=self.host)
+        self._stack[-1] = call
+        active = [unit for unit in self.units if unit.active(info)]
+        for unit in active:
+            unit.edit_context(call)
+        groups: dict[object, list[Effect]] = {}
+        for unit in active:
+            key = unit.group_key()
+            if key is None:
+                unit.contribute(call)
             else:
-                kwargs = {**kwargs, "context": context}
-        total = Residuals(self.num_outputs, x.shape[0])
-        for unit in self.units:
-            if unit.active(info.fraction, info.hires):
-                self._run_unit(unit, x, timesteps, context, y, info, total)
-        self._stack.append(total)
-        return (args, kwargs) if info.context is not None else None
-
-    def _run_unit(self, unit: BoundUnit, x, timesteps, context, y, info: CallInfo, total: Residuals) -> None:
-        rows = info.cond_rows if unit.cond_only else None
-        if rows is not None and len(rows) == x.shape[0]:
-            rows = None
-        if rows is not None and not rows:
-            return  # an uncond-only call: nothing for this unit to add
-
-        def pick(t):
-            return t if t is None or rows is None else t[list(rows)]
-
-        with self.placement.running(unit.model, low_vram=unit.low_vram) as model:
-            guided = unit.guided_hint(x, rows)
-            outs = model(pick(x), None, pick(timesteps), pick(context), pick(y), guided_hint=guided)
-        self.runs += 1
-        for i, (residual, scale) in enumerate(zip(outs, unit.scales(info.hires))):
-            if scale == 0:
-                continue
-            residual = residual * scale
-            mask = unit.region_mask(residual)
-            if mask is not None:
-                residual = residual * mask
-            if unit.global_average_pooling:
-                residual = residual.mean(dim=(2, 3), keepdim=True)
-            total.add(i, residual, rows)
+                groups.setdefault(key, []).append(unit)
+        for members in groups.values():
+            type(members[0]).contribute_group(members, call)
+        if replaced or call.context_edited:
+            return _with_context(args, kwargs, call.context)
+        return None
 
     def _after_unet(self, module, args, output):
-        if self._stack:
-            self._stack.pop()
+        call = self._stack.pop() if self._stack else None
+        if call is None or output is None or not call.corrections:
+            return None
+        for correct in call.corrections:
+            output = correct(output, call)
+        return output
 
-    def _current(self, index: int) -> torch.Tensor | None:
-        return self._stack[-1].items[index] if self._stack else None
+    def _feature_adder(self, block: int):
+        def add_feature(module, args, output):
+            call = self.current
+            feature = None if call is None else call.features.get(block)
+            return None if feature is None else output + align_to(output, feature)
+
+        return add_feature
 
     def _after_middle(self, module, args, output):
-        residual = self._current(self.num_outputs - 1)
-        return None if residual is None else _add_residual(output, residual)
+        call = self.current
+        if call is None:
+            return None
+        feature, residual = call.features.get(MIDDLE), call.residuals[-1]
+        if feature is None and residual is None:
+            return None
+        if feature is not None:
+            output = output + align_to(output, feature)
+        if residual is not None:
+            output = output + align_to(output, residual)
+        return output
 
     def _skip_adder(self, index: int):
         def add_to_skip(module, args):
-            residual = self._current(index)
+            call = self.current
+            residual = None if call is None else call.residuals[index]
             if residual is None:
                 return None
             h = args[0]
             channels = residual.shape[1]
-            skip = _add_residual(h[:, -channels:], residual)
+            skip = h[:, -channels:] + align_to(h, residual)
             return (torch.cat([h[:, :-channels], skip], dim=1), *args[1:])
 
         return add_to_skip

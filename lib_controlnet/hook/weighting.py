@@ -44,16 +44,18 @@ def layer_scales(
     advanced_weighting: Sequence[float] | None = None,
     *,
     force_soft: bool = False,
+    soft: Sequence[float] | None = None,
 ) -> list[float]:
     """The multiplier of each residual. `advanced_weighting` replaces the whole list, as in the reference.
 
-    `force_soft` applies the soft ramp in Balanced mode too (the hires pass of canny/mlsd units).
+    `force_soft` applies the soft ramp in Balanced mode too (the hires pass of canny/mlsd units); `soft` is
+    the kind's own ramp (T2I-Adapters: 0.25, 0.62, 0.825, 1.0), by default 0.825^(12−i).
     """
     if advanced_weighting is not None:
         check_advanced_weighting(advanced_weighting, num_outputs)
         return [float(w) for w in advanced_weighting]
     if uses_soft_scales(mode, force_soft=force_soft):
-        return [weight * s for s in soft_scales(num_outputs)]
+        return [weight * s for s in (soft_scales(num_outputs) if soft is None else soft)]
     return [float(weight)] * num_outputs
 
 

@@ -17,6 +17,7 @@ from ..models.detection import Detection
 from ..models.files import RawModel
 from ..models.networks.controlnet import ControlNet
 from . import register
+from .controlnet_unit import BoundUnit
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 
@@ -49,6 +50,10 @@ class ControlModel:
     @property
     def num_outputs(self) -> int:
         return self.net.num_outputs
+
+    @property
+    def hint_channels(self) -> int:
+        return self.net.arch.hint_channels
 
     @property
     def in_channels(self) -> int:
@@ -102,7 +107,7 @@ class ControlModel:
         return [o.to(x.device, x.dtype) for o in outs]
 
 
-@register("controlnet")
+@register("controlnet", unit=BoundUnit)
 def build_controlnet(det: Detection, raw: RawModel, base_unet: Mapping[str, torch.Tensor] | None) -> ControlModel:
     name = raw.path.name
     state = {det.key_map[k]: raw.state_dict[k] for k in det.key_map}
