@@ -6,16 +6,23 @@ and the log all say the same thing: "unit 2, field 'model': ...".
 
 from __future__ import annotations
 
+# What an error is about, the first word of its message. A host's own generation fields (width, steps,
+# sampler_name, init_images) are not ControlNet's: their errors say "Generation field 'width': ...".
+CONTROLNET = "ControlNet"
+GENERATION = "Generation"
+
 
 class ControlNetError(Exception):
     """Base of every error this extension raises on purpose."""
 
     status_code = 500
 
-    def __init__(self, message: str, *, unit: int | None = None, field: str | None = None):
+    def __init__(self, message: str, *, unit: int | None = None, field: str | None = None,
+                 subject: str = CONTROLNET):
         self.message = message
         self.unit = unit
         self.field = field
+        self.subject = subject
         # Instance attributes too: A1111's API error handler reads `vars(exc)` for the status and detail.
         self.status_code = type(self).status_code
         super().__init__(self.describe())
@@ -28,13 +35,18 @@ class ControlNetError(Exception):
         if self.field is not None:
             where.append(f"field '{self.field}'")
         prefix = ", ".join(where)
-        return f"ControlNet {prefix}: {self.message}" if prefix else f"ControlNet: {self.message}"
+        return f"{self.subject} {prefix}: {self.message}" if prefix else f"{self.subject}: {self.message}"
 
     def refresh(self) -> ControlNetError:
         """Re-render the message after `message`, `unit` or `field` changed."""
         self.args = (self.describe(),)
         self.detail = self.describe()
         return self
+
+    def about(self, subject: str) -> ControlNetError:
+        """Say what the error is about (`GENERATION` for a host's own request fields)."""
+        self.subject = subject
+        return self.refresh()
 
     def at(self, *, unit: int | None = None, field: str | None = None) -> ControlNetError:
         """Fill in the unit/field context on the way up, keeping what is already known."""

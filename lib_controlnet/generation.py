@@ -10,8 +10,9 @@ Both hosts call `prepare_units`; neither knows how a unit becomes tensors.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,10 +24,13 @@ from .kinds import unit_class
 from .models.cache import ModelCache
 from .models.registry import ModelRegistry
 from .preprocessors import Registry, ResultCache, resolve_params, run_preprocessor
+from .preprocessors.params import unused_resolution_note
 from .units.hint_size import fit_detected_map, hint_size, hint_tensor, pixel_perfect_resolution, stack_hints
 from .units.image_input import control_input, decode_region_mask, decode_unit_images
 from .units.masked_crop import crop_control_image, wants_masked_crop
 from .units.unit import Unit
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class PreparedUnit:
     unit: Unit  # with the slider values actually used, for infotext
     bound: Effect  # the unit as the hook applies it (BoundUnit for ControlNets)
     detected_maps: list[np.ndarray]  # what the user is shown / gets back (hires map first, as the reference)
+    warnings: list[str] = field(default_factory=list)  # accepted, but worth a word ("ControlNet unit i: ...")
 
 
 def prepare_units(
@@ -115,10 +120,16 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
             for img in images
         ]
 
-    resolution = unit.processor_res
-    if unit.pixel_perfect:
-        resolution = pixel_perfect_resolution(images[0], h, w, unit.resize_mode)
-    params = resolve_params(preprocessor, resolution, unit.threshold_a, unit.threshold_b, seed=inputs.seed)
+    notes: list[str] = []
+    params = resolve_params(preprocessor, -1 if unit.pixel_perfect else unit.processor_res, unit.threshold_a,
+                            unit.threshold_b, seed=inputs.seed, notes=notes)
+    if unit.pixel_perfect and preprocessor.resolution.visible and preprocessor.resolution.affects_output:
+        # computed, never refused: a tiny or extreme-aspect image only raises it to the slider's minimum
+        computed = pixel_perfect_resolution(images[0], h, w, unit.resize_mode)
+        params = replace(params, resolution=max(computed, int(preprocessor.resolution.minimum)))
+        note = unused_resolution_note(preprocessor, unit.processor_res, params.resolution)
+        if note:
+            notes.append(note)
 
     keep_alpha = unit.is_inpaint
     hints, hires_hints, shown = [], [], []
@@ -150,12 +161,26 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
         low_vram=unit.low_vram,
         index=index,
     )
-    if not unit.pixel_perfect:  # infotext records what ran (pixel perfect: the computed resolution)
-        resolution = params.resolution if preprocessor.resolution.visible else unit.processor_res
+    resolution = _infotext_resolution(preprocessor.resolution, unit.processor_res, params.resolution)
+    warnings = [f"ControlNet unit {index}: {note}" for note in notes]
+    for line in warnings:
+        logger.warning("%s", line)
     # infotext records what ran: the resolved "stem [hash]" (a bare stem could find another file on paste)
     used = replace(unit, model=entry.name, processor_res=resolution, threshold_a=params.slider_1,
                    threshold_b=params.slider_2)
-    return PreparedUnit(index, used, bound, shown if unit.save_detected_map else [])
+    return PreparedUnit(index, used, bound, shown if unit.save_detected_map else [], warnings)
+
+
+def _infotext_resolution(slider, sent: int, used: int) -> int:
+    """Processor Res for the infotext: what ran (pixel perfect: the computed value) where the module uses it;
+    for a slider shown but unused (none, tile_resample) the reference's rule, the sent value when in range
+    (else the default), so pasting restores the slider; for a module without one, the value as sent (the
+    reference writes its placeholder 0.5 there, which no host reads back)."""
+    if not slider.visible:
+        return sent
+    if not slider.affects_output:
+        return sent if slider.contains(sent) else int(slider.value)
+    return used
 
 
 def detected_map_images(prepared: Sequence[PreparedUnit], inputs: GenerationInputs) -> Iterator[np.ndarray]:

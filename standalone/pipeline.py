@@ -17,6 +17,7 @@ from contextlib import ExitStack
 import torch
 
 from lib_controlnet import ControlHook, InputError
+from lib_controlnet.errors import GENERATION
 from lib_controlnet.hook.cfg_rows import CfgBatchRows
 
 from .guidance import GuidedEps
@@ -40,7 +41,7 @@ class Pipeline:
     # --- checks ------------------------------------------------------------------------------------------
     def validate(self, r: GenerationRequest) -> None:
         def bad(field: str, message: str):
-            raise InputError(message, field=field)
+            raise InputError(message, field=field, subject=GENERATION)
 
         for name in ("width", "height"):
             value = getattr(r, name)

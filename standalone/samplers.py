@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lib_controlnet.errors import InputError
+from lib_controlnet.errors import GENERATION, InputError
 
 SD15_SCHEDULE = dict(
     num_train_timesteps=1000,
@@ -42,7 +42,7 @@ class SamplerSpec:
         if extra is None:
             raise InputError(
                 f"sampler '{self.name}' has no '{schedule}' schedule (available: {', '.join(self.schedules)})",
-                field="scheduler",
+                field="scheduler", subject=GENERATION,
             )
         cls = getattr(diffusers, self.scheduler_class)
         return cls(**SD15_SCHEDULE, **self.options, **extra)
@@ -93,7 +93,9 @@ def resolve_sampler(name: str | None, schedule: str | None = None) -> tuple[Samp
     for spec in SAMPLERS:
         if lowered in (spec.name.lower(), *(a.lower() for a in spec.aliases)):
             return spec, schedule
+    # the names /sdapi/v1/samplers lists (the legacy "<name> Karras" spellings are accepted, not listed)
     raise InputError(
-        f"sampler '{name}' is not available in the standalone host (available: {', '.join(sampler_names())})",
-        field="sampler_name",
+        f"sampler '{name}' is not available in the standalone host (available: "
+        f"{', '.join(s.name for s in SAMPLERS)}; an older name with ' Karras' picks the Karras schedule)",
+        field="sampler_name", subject=GENERATION,
     )

@@ -64,15 +64,19 @@ def detect(request: DetectRequest, registry: Registry, cache: ResultCache | None
     module = request.controlnet_module
     preprocessor = registry.get(module)
     if preprocessor is None:
-        raise InputError("Module not available", field="controlnet_module")
+        raise InputError(f"Module not available: {module!r} is neither a preprocessor's name nor its label "
+                         "(GET /controlnet/module_list lists them)", field="controlnet_module")
     if preprocessor.name in NOT_SUPPORTED_HERE:
         raise InputError("Module not supported", field="controlnet_module")
     if not request.controlnet_input_images:
         raise InputError("No image selected", field="controlnet_input_images")
     if preprocessor.requires_mask and len(request.controlnet_masks) != len(request.controlnet_input_images):
         raise InputError(f"Preprocessor {module} requires `controlnet_masks` param.", field="controlnet_masks")
+    notes: list[str] = []
     params = resolve_params(preprocessor, request.controlnet_processor_res, request.controlnet_threshold_a,
-                            request.controlnet_threshold_b, fields=PARAM_FIELDS)
+                            request.controlnet_threshold_b, fields=PARAM_FIELDS, notes=notes)
+    for note in notes:
+        logger.warning("/controlnet/detect: %s", note)
     logger.info("Detecting %d images with the %s module.", len(request.controlnet_input_images), module)
 
     images, tensors, poses = [], [], []
@@ -93,6 +97,8 @@ def detect(request: DetectRequest, registry: Registry, cache: ResultCache | None
         response["images"] = images
     if tensors:
         response["tensor"] = tensors
+    if notes:
+        response["warnings"] = notes  # beyond the reference's shape: what was accepted but worth a word
     return response
 
 

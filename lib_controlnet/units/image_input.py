@@ -217,7 +217,11 @@ def _open(stream) -> Image.Image:
             image.load()
     except InputError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+    except UnidentifiedImageError:
+        # Pillow's own text names the stream object (`<_io.BytesIO object at 0x...>`), which says nothing
+        raise InputError(f"Invalid encoded image: the data is not an image in a format read here "
+                         f"({', '.join(ALLOWED_FORMATS)})") from None
+    except (OSError, ValueError, SyntaxError, EOFError,
             Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"Invalid encoded image: {exc}") from None
     return image

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..enums import HiResFixOption
 from ..errors import ControlNetError, InputError
-from .unit import Unit
+from .unit import SLIDER_DEFAULT, Unit
 
 # The reference's infotext fields, in its order.
 INFOTEXT_FIELDS = (
@@ -195,7 +195,10 @@ def _put(values: dict, key: str, raw: str, index) -> None:
         return
     key = _LEGACY_KEYS.get(key, key)
     # Names stay text even when they look like numbers (a model file called "1234").
-    values[key] = _parse_value(raw, text_only=key in ("module", "model"))
+    value = _parse_value(raw, text_only=key in ("module", "model"))
+    if key == "processor_res" and isinstance(value, float) and not value.is_integer():
+        value = SLIDER_DEFAULT  # the reference's 0.5 placeholder of a module without a resolution (invert, inpaint)
+    values[key] = value
 
 
 def _parse_value(raw: str, text_only: bool = False):

@@ -18,7 +18,7 @@ from PIL import Image
 
 from lib_controlnet import settings as cn_settings
 from lib_controlnet.api.images import open_image
-from lib_controlnet.errors import InputError, NotFoundError
+from lib_controlnet.errors import GENERATION, ControlNetError, InputError, NotFoundError
 
 from .schemas import GenerationBody, Img2ImgBody, Txt2ImgBody
 
@@ -69,10 +69,11 @@ def translate(body: GenerationBody, *, checkpoint_names: tuple[str, ...] = ()) -
     if body.script_name:
         raise HTTPException(status_code=422, detail=f"Script '{body.script_name}' not found")
     if isinstance(body, Txt2ImgBody) and body.enable_hr:
-        raise InputError("hires fix (enable_hr) is not supported by the standalone host yet", field="enable_hr")
+        raise InputError("hires fix (enable_hr) is not supported by the standalone host yet", field="enable_hr",
+                         subject=GENERATION)
     if isinstance(body, Txt2ImgBody) and body.firstpass_image:
         raise InputError("firstpass_image needs hires fix, which the standalone host does not support",
-                         field="firstpass_image")
+                         field="firstpass_image", subject=GENERATION)
 
     checks = dict(IGNORED_FIELDS, **(IGNORED_WITH_MASK if is_img2img and body.mask else {}))
     warnings = [note for name, (asks, note) in checks.items() if hasattr(body, name) and asks(getattr(body, name))]
@@ -82,11 +83,11 @@ def translate(body: GenerationBody, *, checkpoint_names: tuple[str, ...] = ()) -
     if wanted and wanted not in checkpoint_names:
         raise NotFoundError(f"checkpoint {wanted!r} is not loaded; the standalone host serves one checkpoint "
                             f"({checkpoint_names[0] if checkpoint_names else 'none'}), chosen at start (--ckpt)",
-                            field=f"override_settings.{CHECKPOINT_OPTION}")
+                            field=f"override_settings.{CHECKPOINT_OPTION}", subject=GENERATION)
     clip_skip = overrides.pop(CLIP_SKIP_OPTION, 1)
     if isinstance(clip_skip, bool) or not isinstance(clip_skip, int):
         raise InputError(f"{CLIP_SKIP_OPTION} must be a whole number, got {clip_skip!r}",
-                         field=f"override_settings.{CLIP_SKIP_OPTION}")
+                         field=f"override_settings.{CLIP_SKIP_OPTION}", subject=GENERATION)
     controlnet = {k: v for k, v in overrides.items() if k in cn_settings.SETTINGS_BY_KEY}
     warnings += [f"setting '{k}' is not used by the standalone host" for k in sorted(overrides) if k not in controlnet]
 
@@ -131,5 +132,8 @@ def _img2img_fields(body: Img2ImgBody) -> dict[str, Any]:
 
 
 def _image(text, field: str) -> Image.Image:
-    image = open_image(text, field)
+    try:
+        image = open_image(text, field)
+    except ControlNetError as exc:
+        raise exc.about(GENERATION) from None  # init_images and mask are A1111's fields, not ControlNet's
     return image.convert("RGBA") if image.mode in ("RGBA", "LA", "PA") else image.convert("RGB")

@@ -133,7 +133,9 @@ class GenerationService:
 
         maps = [] if self.config.option("control_net_no_detectmap", plan.overrides) else list(
             detected_map_images(prepared, inputs))
-        return Outcome(body, kind, request, plan, result, maps, [*result.warnings, *plan.warnings, *notes], job)
+        unit_notes = [note for pu in prepared for note in pu.warnings]
+        return Outcome(body, kind, request, plan, result, maps,
+                       [*result.warnings, *plan.warnings, *notes, *unit_notes], job)
 
     def _inputs(self, request: GenerationRequest, plan) -> GenerationInputs:
         init_image = mask = None

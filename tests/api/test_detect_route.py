@@ -93,8 +93,9 @@ def test_sketch_mask_becomes_the_scribble(controlnet_client, astronaut_png_b64):
 
 
 @pytest.mark.parametrize("body, status, detail, field", [
-    ({"controlnet_module": "no_such_module", "controlnet_input_images": ["x"]}, 422, "Module not available",
-     "controlnet_module"),
+    ({"controlnet_module": "no_such_module", "controlnet_input_images": ["x"]}, 422,
+     "Module not available: 'no_such_module' is neither a preprocessor's name nor its label "
+     "(GET /controlnet/module_list lists them)", "controlnet_module"),
     ({"controlnet_module": "canny"}, 422, "No image selected", "controlnet_input_images"),
     ({"controlnet_module": "canny", "controlnet_input_images": []}, 422, "No image selected",
      "controlnet_input_images"),
@@ -124,10 +125,12 @@ def test_out_of_range_sliders_are_refused_naming_the_field(controlnet_client, as
     assert ignored.status_code == 200
 
 
-def test_wrong_json_types_get_fastapis_validation_422(controlnet_client):
+def test_wrong_json_types_get_a_422_in_our_shape(controlnet_client):
+    # FastAPI's validation, answered like every other refusal (pydantic's list stays under "errors")
     response = post(controlnet_client, controlnet_module="canny", controlnet_input_images="abc")
-    assert response.status_code == 422 and isinstance(response.json()["detail"], list)
-    assert response.json()["detail"][0]["loc"][-1] == "controlnet_input_images"
+    assert response.status_code == 422 and response.json()["field"] == "controlnet_input_images"
+    assert response.json()["detail"] == "controlnet_input_images: value is not a valid list"
+    assert response.json()["errors"][0]["loc"][-1] == "controlnet_input_images"
 
 
 def test_a_file_path_is_never_opened(controlnet_client, grace_hopper_path, monkeypatch):

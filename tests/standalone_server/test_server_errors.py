@@ -71,7 +71,10 @@ def test_a1111_refusals_keep_their_answers(client):
     response = client.post("/sdapi/v1/img2img", json=body())
     assert response.status_code == 404 and response.json()["detail"] == "Init image not found"
     response = client.post("/sdapi/v1/txt2img", json=body(steps="many"))
-    assert response.status_code == 422 and isinstance(response.json()["detail"], list)  # FastAPI's validation
+    # FastAPI's validation, in the one error shape (pydantic's list under "errors")
+    assert response.status_code == 422 and response.json()["field"] == "steps"
+    assert response.json()["detail"] == "steps: value is not a valid integer"
+    assert isinstance(response.json()["errors"], list)
 
 
 def test_bad_init_image_names_its_index(client):
