@@ -1,8 +1,10 @@
 """`python -m lib_controlnet [PATH ...] [--demo]`: what are these control model files?
 
 Prints, per file or diffusers folder, its format, family, SDXL variant, residual count and size, or the
-error that explains why it cannot be used. Without paths it scans `models/`. `--demo` first writes a small
-random-weight ControlNet in the original layout (clearly named as such) and runs it once.
+error that explains why it cannot be used. Files that are readable but hold no control model (the SD
+checkpoint `launch.py` writes, VAEs, annotator weights) are listed together on one line. Without paths it
+scans `models/`. `--demo` first writes a small random-weight ControlNet in the original layout (clearly named
+as such) and runs it once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ControlNetError
+from .errors import ControlNetError, NotAControlModelError
 from .models.files import MODEL_SUFFIXES
 from .models.loading import load_control_model
 
@@ -34,8 +36,11 @@ def candidates(paths: list[Path]) -> list[Path]:
 
 
 def describe(path: Path) -> str:
+    """One line about the file; NotAControlModelError for a readable file that holds no control model."""
     try:
         model = load_control_model(path)
+    except NotAControlModelError:
+        raise
     except ControlNetError as e:
         return f"{path.name}: cannot be used: {e.message}"
     arch = model.net.arch
@@ -95,8 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         files = candidates(paths)
         if not files:
             print("no model files found in " + ", ".join(map(str, paths)))
+        others = []
         for path in files:
-            print(describe(path))
+            try:
+                print(describe(path))
+            except NotAControlModelError:
+                others.append(path.name)
+        if others:
+            print(f"not control models (SD checkpoints, VAEs, annotator weights...), skipped: {', '.join(others)}")
     return 0
 
 

@@ -75,6 +75,10 @@ class ModelFileError(ControlNetError):
     status_code = 422
 
 
+class NotAControlModelError(ModelFileError):
+    """A readable weight file whose keys are no control model's (an SD checkpoint, a VAE, a LoRA...)."""
+
+
 class UnsafeFileError(ModelFileError):
     """A file would need arbitrary code execution (a pickle with globals) to load. Never loaded."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
-from ..errors import ModelFileError
+from ..errors import ModelFileError, NotAControlModelError
 from .conversion.difference import DIFFERENCE_MARKER
 from .conversion.diffusers_controlnet import DIFFUSERS_CONTROLNET_MARKER, diffusers_to_ldm_names
 from .networks.arch import ControlNetArch, arch_from_shapes
@@ -107,7 +107,7 @@ def detect(shapes: Shapes, config: Mapping | None = None) -> Detection:
     if rule is None:
         known = "; ".join(f"{r.name} ({r.description})" for r in FORMAT_RULES)
         sample = ", ".join(sorted(shapes)[:5])
-        raise ModelFileError(
+        raise NotAControlModelError(
             f"not a recognised control model ({len(shapes)} keys, e.g. {sample}). Recognised formats: {known}"
         )
     if not rule.supported:

@@ -3,6 +3,9 @@
 The per-type lists are `/controlnet/control_types`' (`lib_controlnet.api.info.control_types`, the reference's
 algorithm), computed over the models that fit the loaded checkpoint's family. Every filtered preprocessor
 list starts with "none", as the reference's does, so an already processed map can be used under any type.
+
+Unlike the reference, a type never leaves the user without a model when the family has some: when no model
+name mentions the type (the demo ControlNet, a file renamed by its user), every model of the family is listed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class TypeChoices:
     models: list[str]  # model names, "None" first
     default_module: str
     default_model: str
+    every_model: bool = False  # no model name matched the type, so the list is every model of the family
 
 
 def type_names(preprocessors: Registry) -> list[str]:
@@ -50,13 +54,19 @@ def type_choices(control_type: str, preprocessors: Registry, model_names: list[s
     models = list(entry["model_list"])
     if NO_MODEL not in models:
         models.insert(0, NO_MODEL)
+    default_model = entry["default_model"]
+    every_model = models == [NO_MODEL] and bool(model_names)
+    if every_model:
+        models = [NO_MODEL, *model_names]
+        default_model = model_names[0]
     default_module = entry["default_option"]
     default = preprocessors.get(default_module)
     return TypeChoices(
         modules=modules,
         models=models,
         default_module=default.label if default is not None else default_module,
-        default_model=entry["default_model"],
+        default_model=default_model,
+        every_model=every_model,
     )
 
 

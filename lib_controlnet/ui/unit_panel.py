@@ -250,7 +250,10 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
             module = keep_or_default(module, choices.modules, choices.default_module)
             model = keep_or_default(model, choices.models, choices.default_model)
         else:  # the reference's behaviour: picking a type picks its usual preprocessor and model
-            module, model = choices.default_module, choices.default_model
+            module = choices.default_module
+            # no model is named for the type: the one already chosen stays (else the family's first)
+            model = (keep_or_default(model, choices.models[1:], choices.default_model) if choices.every_model
+                     else choices.default_model)
         return (gr.update(choices=choices.modules, value=module), gr.update(choices=choices.models, value=model),
                 *on_module(module, pixel_perfect)[:-1])
 
