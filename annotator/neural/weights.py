@@ -65,6 +65,7 @@ class WeightFile:
     subfolder: str
     repo: str = ANNOTATORS_REPO
     repos: Mapping[str, str] = field(default_factory=dict)  # per-name exceptions to `repo`
+    urls: Mapping[str, str] = field(default_factory=dict)  # full page of a name kept in a repo's sub-folder
 
     @property
     def name(self) -> str:
@@ -72,7 +73,7 @@ class WeightFile:
 
     def url(self, name: str | None = None) -> str:
         name = name or self.name
-        return f"{self.repos.get(name, self.repo)}/blob/main/{name}"
+        return self.urls.get(name) or f"{self.repos.get(name, self.repo)}/blob/main/{name}"
 
     def candidates(self, folder: Path) -> list[Path]:
         return [path for name in self.names for path in (folder / name, folder / self.subfolder / name)]
