@@ -38,7 +38,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Install what is missing, then run the standalone ControlNet host (A1111-compatible API "
                     "and a page) on this machine.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only). 0.0.0.0 lets every "
+                             "machine that can reach this one use the page and the whole API (generate, list the "
+                             "model files, interrupt jobs): add --api-auth there")
+    parser.add_argument("--api-auth", default=None, metavar="USER:PASSWORD[,USER:PASSWORD...]",
+                        help="require HTTP Basic credentials for every request: API, page and its websocket "
+                             "(A1111's flag and format)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
     parser.add_argument("--ckpt", type=Path, default=None,
                         help="SD1.x checkpoint (.safetensors, or .ckpt) to run; default: the first usable one in "
@@ -139,8 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     sys.path.insert(0, str(ROOT))
     from standalone.server import ServerConfig, serve
+    from standalone.server.auth import parse_credentials
 
-    config = ServerConfig(models_dir=args.models_dir, ckpt=args.ckpt, controlnet_dirs=tuple(args.controlnet_dir))
+    try:
+        credentials = parse_credentials(args.api_auth)
+    except ValueError as exc:
+        sys.exit(f"launch.py: {exc}")
+    config = ServerConfig(models_dir=args.models_dir, ckpt=args.ckpt, controlnet_dirs=tuple(args.controlnet_dir),
+                          api_auth=credentials)
     serve(config, host=args.host, port=args.port)
 
 

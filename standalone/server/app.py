@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from lib_controlnet.api import create_router
 
 from ..samplers import SAMPLERS
+from .auth import BasicAuth
 from .errors import install_error_handlers
 from .notice import NoticeHeader
 from .page import page_html
@@ -36,6 +37,8 @@ def create_app(service: GenerationService, *, with_panel: bool | None = None) ->
     install_error_handlers(app)
     if service.notice:
         app.add_middleware(NoticeHeader, notice=service.notice)
+    if service.config.api_auth:
+        app.add_middleware(BasicAuth, credentials=service.config.api_auth)  # outermost: before anything answers
 
     @app.post("/sdapi/v1/txt2img")
     def txt2img(body: Txt2ImgBody) -> dict:

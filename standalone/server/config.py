@@ -23,6 +23,7 @@ class ServerConfig:
     options: dict[str, Any] = field(default_factory=dict)  # ControlNet settings (lib_controlnet.settings keys)
     controlnet_dirs: tuple[Path, ...] = ()  # extra ControlNet model folders (--controlnet-dir)
     unit_slots: int = UNIT_SLOTS
+    api_auth: dict[str, str] = field(default_factory=dict)  # user -> password (--api-auth); empty: no auth
 
     def __post_init__(self):
         self.models_dir = Path(self.models_dir)

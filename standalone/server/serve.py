@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from .app import create_app
+from .auth import exposure_notice
 from .checkpoints import load_checkpoint
 from .config import ServerConfig
 from .service import GenerationService
@@ -27,4 +28,7 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 7860) -> No
     if service.notice:
         logger.warning("%s", service.notice)
     logger.info("Serving on http://%s:%d (page at /, API at /sdapi/v1 and /controlnet, docs at /docs)", host, port)
+    exposure = exposure_notice(host, port, with_auth=bool(config.api_auth))
+    if exposure:
+        logger.warning("%s", exposure)
     uvicorn.run(app, host=host, port=port, log_level="info")
