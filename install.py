@@ -19,7 +19,14 @@ from importlib import metadata
 # never listed: the WebUI owns their versions.
 REQUIREMENTS = (
     ("mediapipe==0.10.9", "the mediapipe_face and mediapipe_openpose preprocessors"),
+    ("onnxruntime==1.23.2", "the dw_openpose_full and animal_openpose preprocessors"),
 )
+# Other distributions that provide the same import, so that e.g. a user's onnxruntime-gpu is never joined by
+# a second `onnxruntime` package (two builds in one folder break both).
+PROVIDED_BY = {
+    "onnxruntime": ("onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-silicon",
+                    "onnxruntime-rocm", "onnxruntime-training"),
+}
 
 
 def _name(requirement: str) -> str:
@@ -41,8 +48,13 @@ def installed() -> dict[str, str]:
 
 
 def missing(requirements=REQUIREMENTS, present: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The requirements no installed distribution provides (any version: an installed one is never changed)."""
     present = installed() if present is None else present
-    return [(req, why) for req, why in requirements if _canonical(_name(req)) not in present]
+
+    def provided(name: str) -> bool:
+        return any(_canonical(n) in present for n in (name, *PROVIDED_BY.get(_canonical(name), ())))
+
+    return [(req, why) for req, why in requirements if not provided(_name(req))]
 
 
 def constraints(present: dict[str, str]) -> str:

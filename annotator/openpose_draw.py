@@ -33,6 +33,13 @@ HAND_JOINT_COLOUR = (0, 0, 255)
 HAND_LINE_THICKNESS = 2
 FACE_COLOUR = (255, 255, 255)
 FACE_RADIUS = 3
+# AP-10K animal skeletons (animal_openpose): 17 bones as 5 px lines, each in its own colour.
+ANIMAL_BONES = ((0, 1), (1, 2), (0, 2), (2, 3), (3, 8), (8, 9), (9, 10), (3, 5), (5, 6), (6, 7), (3, 4), (4, 14),
+                (14, 15), (15, 16), (4, 11), (11, 12), (12, 13))
+ANIMAL_COLOURS = ((255, 255, 255), (100, 255, 100), (150, 255, 255), (100, 50, 255), (50, 150, 200), (0, 255, 255),
+                  (0, 150, 0), (0, 0, 255), (0, 0, 150), (255, 50, 255), (255, 0, 255), (255, 0, 0), (150, 0, 0),
+                  (255, 255, 100), (0, 150, 0), (255, 255, 0), (150, 150, 150))
+ANIMAL_LINE_THICKNESS = 5
 # Points at (or numerically near) the canvas origin are "missing" in hand and face data.
 ORIGIN_EPS = 0.01
 
@@ -108,4 +115,16 @@ def draw_poses(people: list[PersonPose], height: int, width: int, *, body: bool 
             draw_hand(canvas, person.right_hand)
         if face:
             draw_face(canvas, person.face)
+    return canvas
+
+
+def draw_animals(animals: list[Points], height: int, width: int) -> np.ndarray:
+    """A black HxWx3 canvas with each AP-10K skeleton's bones drawn (points normalised or in pixels)."""
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    for animal in animals:
+        sx, sy = _scale(animal, height, width)
+        for (a, b), colour in zip(ANIMAL_BONES, ANIMAL_COLOURS):
+            if b < len(animal) and animal[a] is not None and animal[b] is not None:
+                cv2.line(canvas, (int(animal[a][0] * sx), int(animal[a][1] * sy)),
+                         (int(animal[b][0] * sx), int(animal[b][1] * sy)), colour, ANIMAL_LINE_THICKNESS)
     return canvas

@@ -40,8 +40,10 @@ def _flatten(points: Points | None) -> list[float] | None:
     return flat
 
 
-def encode_pose_json(people: list[PersonPose], height: int, width: int) -> dict:
-    """The dict the reference returns in `poses` (and passes to its pose editor)."""
+def encode_pose_json(people: list[PersonPose], height: int, width: int, animals: list[Points] | None = None
+                     ) -> dict:
+    """The dict the reference returns in `poses` (and passes to its pose editor); `animals` are AP-10K
+    skeletons (17 points each), flattened like a person's body."""
     return {
         "people": [
             {
@@ -52,7 +54,7 @@ def encode_pose_json(people: list[PersonPose], height: int, width: int) -> dict:
             }
             for person in people
         ],
-        "animals": [],
+        "animals": [_flatten(animal) for animal in animals or []],
         "canvas_height": int(height),
         "canvas_width": int(width),
     }

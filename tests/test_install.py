@@ -11,6 +11,12 @@ def test_only_missing_requirements_are_planned():
     assert install.missing((("mediapipe==0.10.9", "x"), ("Some_Pkg>=1", "y")), present) == [("Some_Pkg>=1", "y")]
 
 
+def test_onnxruntime_is_planned_unless_some_build_of_it_is_there():
+    assert [req for req, _ in install.missing(present={"mediapipe": "0.10.9"})] == ["onnxruntime==1.23.2"]
+    for build in ("onnxruntime", "onnxruntime-gpu", "onnxruntime_directml"):
+        assert install.missing(present={"mediapipe": "0.10.9", install._canonical(build): "1.17.0"}) == []
+
+
 def test_constraints_pin_every_installed_distribution():
     text = install.constraints(install.installed())
     assert f"numpy=={metadata.version('numpy')}\n" in text

@@ -65,6 +65,8 @@ NEURAL_REFERENCE = {
     "normal_map": ("normal_midas", 0, ("NormalMap",), ("Normal Background Threshold", 0.4, 0.0, 1.0, 0.01), None),
     "depth_anything_v2": ("depth_anything_v2", 0, ("Depth",), None, None),
     "normal_bae": ("normal_bae", 100, ("NormalMap",), None, None),
+    "dw_openpose_full": ("dw_openpose_full", 0, ("OpenPose",), None, None),
+    "animal_openpose": ("animal_openpose", 0, ("OpenPose",), None, None),
 }
 # The reference shows Resolution (512, 64-2048, step 8) for all of these, and hides it for the others.
 HIDDEN_RESOLUTION = {"invert", "inpaint", "inpaint_only", "shuffle"}

@@ -32,6 +32,8 @@ def test_requirements_file_is_read_without_comments_or_options():
     requirements = launch.read_requirements(launch.REQUIREMENTS_FILE)
     assert "fastapi==0.94.0" in requirements and "uvicorn" in requirements
     assert not any(r.startswith(("#", "-")) or r.split("=")[0] == "torch" for r in requirements)
+    # The optional preprocessor packages too, so that no module answers 501 on a fresh machine.
+    assert {"mediapipe==0.10.9", "protobuf==3.20.0", "onnxruntime==1.23.2"} <= set(requirements)
 
 
 def test_satisfied_requirements_are_not_installed_again():
