@@ -85,3 +85,30 @@ class UnionControlType(_Choice):
     TILE = "Tile"
     INPAINT = "Inpaint"
     UNKNOWN = "Unknown"
+
+    @classmethod
+    def from_tag(cls, tag: str) -> UnionControlType:
+        """The task slot for a control type tag (the reference's `from_str`, which its panel applies to the
+        Control Type radio); Unknown for tags no slot serves ("All", "Shuffle", "IP-Adapter"...)."""
+        return _UNION_TAGS.get(str(tag).lower(), cls.UNKNOWN)
+
+    @property
+    def slot(self) -> int | None:
+        """The task index the model's one-hot and task embedding use; None for Unknown."""
+        return None if self is UnionControlType.UNKNOWN else list(UnionControlType).index(self)
+
+
+_UNION_TAGS = {
+    "openpose": UnionControlType.OPENPOSE,
+    "depth": UnionControlType.DEPTH,
+    "scribble": UnionControlType.SOFT_EDGE,
+    "softedge": UnionControlType.SOFT_EDGE,
+    "canny": UnionControlType.HARD_EDGE,
+    "lineart": UnionControlType.HARD_EDGE,
+    "mlsd": UnionControlType.HARD_EDGE,
+    "normalmap": UnionControlType.NORMAL_MAP,
+    "segmentation": UnionControlType.SEGMENTATION,
+    "tile": UnionControlType.TILE,
+    "blur": UnionControlType.TILE,
+    "inpaint": UnionControlType.INPAINT,
+}

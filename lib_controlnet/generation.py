@@ -146,7 +146,8 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
 
     model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
     region = decode_region_mask(unit.effective_region_mask, unit=index)
-    bound = unit_class(model.kind)(
+    cls = unit_class(model.kind)
+    bound = cls(
         model,
         stack_hints(hints),
         hint_hires=stack_hints(hires_hints) if hires_hints else None,
@@ -160,6 +161,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
         soft_injection_in_hires=preprocessor.soft_injection_in_hires,
         low_vram=unit.low_vram,
         index=index,
+        **cls.options_from(unit, preprocessor),
     )
     resolution = _infotext_resolution(preprocessor.resolution, unit.processor_res, params.resolution)
     warnings = [f"ControlNet unit {index}: {note}" for note in notes]
@@ -167,7 +169,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
         logger.warning("%s", line)
     # infotext records what ran: the resolved "stem [hash]" (a bare stem could find another file on paste)
     used = replace(unit, model=entry.name, processor_res=resolution, threshold_a=params.slider_1,
-                   threshold_b=params.slider_2)
+                   threshold_b=params.slider_2, **bound.infotext_fields())
     return PreparedUnit(index, used, bound, shown if unit.save_detected_map else [], warnings)
 
 

@@ -70,3 +70,17 @@ def diffusers_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         model = ControlNetModel(**config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+# xinsir's controlnet-union-sdxl-1.0 config.json (ProMax: num_control_type 8): an SDXL full ControlNet plus the
+# task head; its conditioning embedding keeps the published ControlNet widths.
+XINSIR_UNION = dict(SDXL_FULL, conditioning_embedding_out_channels=(16, 32, 96, 256), num_control_type=6,
+                    num_trans_channel=320, num_trans_head=8, num_trans_layer=1, num_proj_channel=320)
+
+
+def diffusers_union_shapes(config: dict = XINSIR_UNION) -> dict[str, tuple[int, ...]]:
+    from diffusers import ControlNetUnionModel
+
+    with torch.device("meta"):
+        model = ControlNetUnionModel(**config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}

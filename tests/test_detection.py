@@ -78,8 +78,6 @@ def test_difference_controlnet(sd15):
         ({"body.0.in_conv.weight": (320, 192, 1, 1)}, "t2i-adapter"),
         ({"image_proj.proj.weight": (3072, 1024), "ip_adapter.1.to_k_ip.weight": (320, 768)}, "ip-adapter"),
         ({"lllite_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.down.0.weight": (32, 320)}, "controllllite"),
-        ({"control_add_embedding.linear_1.bias": (1280,), "controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3)},
-         "controlnet-union"),
     ],
 )
 def test_recognised_but_unsupported_formats_say_so(shapes, name):

@@ -157,3 +157,69 @@ def _arch_with_unet_heads(shapes, unet):
 def save_state_dict(sd: dict, path: Path, prefix: str = "control_model.") -> Path:
     save_file({prefix + k: v.contiguous() for k, v in sd.items()}, str(path))
     return path
+
+
+# --- ControlNet Union / ProMax (xinsir SDXL) ---------------------------------------------------------------
+
+def union_config(num_control_type: int = 6) -> dict:
+    """diffusers ControlNetUnionModel, SDXL-like and tiny; the task head as published, scaled to 64 channels."""
+    return dict(SDXL_LIKE, conditioning_embedding_out_channels=(16, 32, 96, 256), num_control_type=num_control_type,
+                num_trans_channel=64, num_trans_head=8, num_trans_layer=1, num_proj_channel=64)
+
+
+def diffusers_union(config: dict, seed: int = 0):
+    from diffusers import ControlNetUnionModel
+
+    torch.manual_seed(seed)
+    return randomize_(ControlNetUnionModel(**config), seed).eval()
+
+
+class SgmLikeUNet(nn.Module):
+    """sdkit's ldm UNet made class-conditional the way sgm's SDXL UNet is (A1111 runs sgm for SDXL):
+    `label_emb.0` = Linear-SiLU-Linear over the adm vector y, added to the time embedding. The forward is
+    ldm's (and sgm's) loop; the blocks are sdkit's."""
+
+    def __init__(self, config: dict, adm_in_channels: int):
+        super().__init__()
+        from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+        inner = UNetModel(**config)
+        self.model_channels = inner.model_channels
+        ted = inner.model_channels * 4
+        self.time_embed, self.input_blocks = inner.time_embed, inner.input_blocks
+        self.middle_block, self.output_blocks, self.out = inner.middle_block, inner.output_blocks, inner.out
+        self.label_emb = nn.Sequential(nn.Sequential(nn.Linear(adm_in_channels, ted), nn.SiLU(), nn.Linear(ted, ted)))
+
+    def forward(self, x, timesteps=None, context=None, y=None, **kwargs):
+        from ldm.modules.diffusionmodules.util import timestep_embedding
+
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels)) + self.label_emb(y)
+        hs, h = [], x
+        for block in self.input_blocks:
+            h = block(h, emb, context)
+            hs.append(h)
+        h = self.middle_block(h, emb, context)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, hs.pop()], dim=1), emb, context)
+        return self.out(h)
+
+
+SDXL_ADM = 16
+
+
+def sdxl_like_unet(seed: int = 0) -> nn.Module:
+    """A class-conditional UNet in SDXL's layout (9 input blocks, 10 residuals), scaled down."""
+    torch.manual_seed(seed)
+    return randomize_(SgmLikeUNet(SDXL_LAYOUT_UNET, SDXL_ADM), seed).eval()
+
+
+def union_state_dict_from_unet(unet: nn.Module, slots: int = 6, seed: int = 1, type_dim: int = 8) -> dict:
+    """A union ControlNet in the ldm layout (plus the task head's published names) whose encoder copies `unet`."""
+    from lib_controlnet.models.networks.controlnet_union import ControlNetUnion, UnionSpec
+
+    sd = controlnet_state_dict_from_unet(unet, seed=seed)
+    mc = sd["input_blocks.0.0.weight"].shape[0]
+    arch = _arch_with_unet_heads({k: tuple(v.shape) for k, v in sd.items()}, unet)
+    head = randomize_(ControlNetUnion(arch, UnionSpec(slots, type_dim, mc, mc, heads=8, layers=1)), seed + 100)
+    sd.update({k: v for k, v in head.state_dict().items() if k not in sd})
+    return sd

@@ -6,10 +6,11 @@ UNet's weights) all end up here; the unit that drives it in the hook is `control
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..errors import ModelFileError
 from ..models.conversion.difference import merge_difference
@@ -115,22 +116,7 @@ def build_controlnet(det: Detection, raw: RawModel, base_unet: Mapping[str, torc
         state = merge_difference(state, base_unet, name=name)
     state = one_float_dtype(state)
 
-    # Built on the meta device and filled with assign=True: the file's tensors become the parameters,
-    # so the weights exist in memory once (no random init, no second copy).
-    with torch.device("meta"):
-        net = ControlNet(det.arch)
-    expected = set(net.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ModelFileError(
-            f"{name}: keys do not fit a {det.family} ControlNet "
-            f"(missing {len(missing)}: {', '.join(missing[:6])}; unexpected {len(unexpected)}: "
-            f"{', '.join(unexpected[:6])})"
-        )
-    try:
-        net.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as e:
-        raise ModelFileError(f"{name}: tensor shapes do not fit the detected architecture ({e})") from e
+    net = fill_network(lambda: ControlNet(det.arch), state, name=name, what=f"{det.family} ControlNet")
 
     # Content-shuffle models need global average pooling. Nothing in their weights says so: diffusers
     # configs have a flag, original files only their name (the same signal the reference uses).
@@ -139,6 +125,26 @@ def build_controlnet(det: Detection, raw: RawModel, base_unet: Mapping[str, torc
         net, family=det.family, path=raw.path, format=det.format, global_average_pooling=gap, variant=det.variant,
         depends_on_base=det.is_difference,
     )
+
+
+def fill_network(make: Callable[[], nn.Module], state: dict[str, torch.Tensor], *, name: str, what: str) -> nn.Module:
+    """`make()` built on the meta device and filled with assign=True: the file's tensors become the parameters,
+    so the weights exist in memory once (no random init, no second copy)."""
+    with torch.device("meta"):
+        net = make()
+    expected = set(net.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise ModelFileError(
+            f"{name}: keys do not fit a {what} "
+            f"(missing {len(missing)}: {', '.join(missing[:6])}; unexpected {len(unexpected)}: "
+            f"{', '.join(unexpected[:6])})"
+        )
+    try:
+        net.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{name}: tensor shapes do not fit the detected architecture ({e})") from e
+    return net
 
 
 def one_float_dtype(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..enums import ControlMode, HiResFixOption
+from ..enums import ControlMode, HiResFixOption, UnionControlType
 from ..errors import IncompatibleModelError, InputError
 from ..hook.call import CallInfo
 from ..hook.effect import Effect, HookTarget
@@ -83,6 +83,17 @@ class HintedUnit(Effect):
     @property
     def kind_label(self) -> str:
         return "ControlNet"
+
+    # What a kind takes from the user-level unit beyond the common fields, and gives back to its infotext.
+    @classmethod
+    def options_from(cls, unit, preprocessor) -> dict:
+        """Extra constructor arguments from the `units.unit.Unit` and its preprocessor (none by default)."""
+        return {}
+
+    def infotext_fields(self) -> dict:
+        """`Unit` fields to record as they were resolved for this kind. The panel sets `union_control_type`
+        from its Control Type radio whatever the model; only union units read it, so the others record none."""
+        return {"union_control_type": UnionControlType.UNKNOWN}
 
     def models(self) -> Sequence[Any]:
         return (self.model,)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from ..errors import ModelFileError, NotAControlModelError
 from .conversion.difference import DIFFERENCE_MARKER
 from .conversion.diffusers_controlnet import DIFFUSERS_CONTROLNET_MARKER, diffusers_to_ldm_names
+from .conversion.union import is_union_key, union_key_names
 from .networks.arch import ControlNetArch, arch_from_shapes
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -41,7 +42,8 @@ def _any_contains(fragment: str) -> Callable[[Shapes], bool]:
 FORMAT_RULES: tuple[FormatRule, ...] = (
     FormatRule("control-lora", _has("lora_controlnet"), False, "Stability Control-LoRA"),
     FormatRule("sparsectrl", _any_contains("motion_modules."), False, "AnimateDiff SparseCtrl"),
-    FormatRule("controlnet-union", _any_contains("control_add_embedding."), False, "ControlNet Union / ProMax"),
+    FormatRule("controlnet-union", _any_contains("control_add_embedding."), True, "ControlNet Union / ProMax",
+               kind="controlnet_union"),
     FormatRule("diffusers-controlnet", _has(DIFFUSERS_CONTROLNET_MARKER), True, "diffusers ControlNetModel"),
     FormatRule("t2i-adapter", lambda s: any(k.startswith(("adapter.", "body.")) for k in s) or "conv_in.weight" in s,
                False, "T2I-Adapter"),
@@ -113,12 +115,17 @@ def detect(shapes: Shapes, config: Mapping | None = None) -> Detection:
     if not rule.supported:
         raise ModelFileError(f"recognised as {rule.description} ({rule.name}), which is not supported yet")
 
-    if rule.name == "diffusers-controlnet":
+    extra_keys: dict[str, str] = {}
+    if rule.name == "controlnet-union":  # an SDXL ControlNet in either layout, plus its task-fusion head
+        extra_keys = {prefix + k: v for k, v in union_key_names(stripped).items()}
+        stripped = {k: v for k, v in stripped.items() if not is_union_key(k)}
+    if DIFFUSERS_CONTROLNET_MARKER in stripped:
         key_map = {prefix + k: v for k, v in diffusers_to_ldm_names(stripped).items()}
     else:
         key_map = {prefix + k: k for k in stripped if k != DIFFERENCE_MARKER}
     ldm_shapes = {key_map[k]: shapes[k] for k in key_map}
     arch = arch_from_shapes(ldm_shapes)
+    key_map.update(extra_keys)
     family_rule = next(r for r in FAMILY_RULES if r.matches(arch))
     arch = replace(arch, **_heads_from_config(config, arch) or family_rule.heads)
     return Detection(

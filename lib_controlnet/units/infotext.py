@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from ..enums import HiResFixOption
+from ..enums import HiResFixOption, UnionControlType
 from ..errors import ControlNetError, InputError
 from .unit import SLIDER_DEFAULT, Unit
 
@@ -72,11 +72,14 @@ def field_name(display: str) -> str:
 # --- writing --------------------------------------------------------------------------------------------
 def serialize_unit(unit: Unit) -> str:
     """The unit's infotext value. `Hr Option` is added only when it is not "Both" (Forge writes it too, and the
-    reference reads it as a plain unit field). Values holding `,` `:` or `"` are JSON-quoted rather than the
+    reference reads it as a plain unit field), `Union Control Type` only when a union model ran with a task
+    (the reference reads it the same way). Values holding `,` `:` or `"` are JSON-quoted rather than the
     reference's dropping the whole entry."""
     items = [(f, getattr(unit, f)) for f in INFOTEXT_FIELDS]
     if unit.hr_option is not HiResFixOption.BOTH:
         items.append(("hr_option", unit.hr_option))
+    if unit.union_control_type is not UnionControlType.UNKNOWN:
+        items.append(("union_control_type", unit.union_control_type))
     return ", ".join(f"{display_name(f)}: {_format_value(v)}" for f, v in items)
 
 

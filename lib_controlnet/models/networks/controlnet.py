@@ -82,9 +82,14 @@ class ControlNet(nn.Module):
         context: torch.Tensor | None,
         y: torch.Tensor | None = None,
         guided_hint: torch.Tensor | None = None,
+        extra_emb: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Residuals for the UNet: one per input block (shallowest first), then the middle block's."""
+        """Residuals for the UNet: one per input block (shallowest first), then the middle block's.
+
+        `extra_emb` is added to the time embedding (a union model's control-type embedding)."""
         emb = self.time_embed(timestep_embedding(timesteps, self.arch.model_channels).to(x.dtype))
+        if extra_emb is not None:
+            emb = emb + extra_emb
         if self.arch.adm_in_channels is not None:
             if y is None:
                 raise ValueError("this ControlNet is class-conditional (SDXL): y is required")
