@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from .controls import ControlRequest, PixelPost
+from .controls import build as build_controls
 from .enums import HiResFixOption
 from .errors import ControlNetError, InputError
 from .hook.effect import Effect
@@ -49,15 +51,36 @@ class GenerationInputs:
     base_id: object = None  # identifies the host checkpoint (its hash) for the model cache
     generation_param_keys: Sequence[str] = ()  # infotext keys so far (an upscale script asks for the crop)
     ignore_noninpaint_mask: bool = False  # the controlnet_ignore_noninpaint_mask setting
+    family: str | None = None  # the checkpoint's family, for controls that depend on it
+    inpaint_blur_sigma: int = 7  # the control_net_inpaint_blur_sigma setting (inpaint_only's final blend)
 
 
 @dataclass
 class PreparedUnit:
     index: int  # the unit's position as the caller sent it (UI tab / API list index)
     unit: Unit  # with the slider values actually used, for infotext
-    bound: Effect  # the unit as the hook applies it (BoundUnit for ControlNets)
+    effects: list[Effect]  # what the hook applies: the model's unit first (if any), then its controls
     detected_maps: list[np.ndarray]  # what the user is shown / gets back (hires map first, as the reference)
     warnings: list[str] = field(default_factory=list)  # accepted, but worth a word ("ControlNet unit i: ...")
+    post: list[PixelPost] = field(default_factory=list)  # run by the host on each decoded image
+
+    @property
+    def bound(self) -> Effect:
+        """The unit's main effect (the BoundUnit of a ControlNet unit)."""
+        return self.effects[0]
+
+
+def hook_effects(prepared: Sequence[PreparedUnit]) -> list[Effect]:
+    """Every effect of every prepared unit, in unit order: what a host hands to ControlHook."""
+    return [effect for pu in prepared for effect in pu.effects]
+
+
+def post_process(prepared: Sequence[PreparedUnit], image: torch.Tensor, index: int) -> torch.Tensor:
+    """A decoded image [3, H, W] in [0, 1] after every unit's pixel post-processes, in unit order."""
+    for pu in prepared:
+        for fn in pu.post:
+            image = fn(image, index)
+    return image
 
 
 def prepare_units(
@@ -87,8 +110,10 @@ def check_unit_setup(unit: Unit, *, models: ModelRegistry, preprocessors: Regist
     preprocessor = preprocessors.get(unit.module)
     if preprocessor is None:
         raise InputError(f"module {unit.module!r} is not a known preprocessor", field="module")
-    if preprocessor.model_free or not preprocessor.returns_image:
+    if not preprocessor.returns_image:
         raise InputError(f"preprocessor {preprocessor.name} is not supported in generations yet", field="module")
+    if preprocessor.model_free:
+        return preprocessor, None  # its control is the whole unit: any model the unit names is unused
     if not unit.has_model:
         raise InputError("no ControlNet model selected", field="model")
     try:
@@ -108,6 +133,11 @@ def check_unit_image(unit: Unit, *, has_init_image: bool) -> None:
 
 def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, preprocessors, result_cache):
     preprocessor, entry = check_unit_setup(unit, models=models, preprocessors=preprocessors)
+    if preprocessor.name == "inpaint_only" and inputs.inpaint_mask is not None:
+        # A1111 inpaints the masked area itself; pasting the rest back twice fights it (the reference's rule)
+        logger.warning("ControlNet unit %s: A1111's inpaint mask and inpaint_only both keep the unmasked area; "
+                       "using inpaint_global_harmonious instead", index)
+        preprocessor = preprocessors.get("inpaint")
 
     h, w = hint_size(inputs.width, inputs.height)
     images = _input_images(index, unit, inputs, preprocessor.accepts_mask)
@@ -132,45 +162,57 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
             notes.append(note)
 
     keep_alpha = unit.is_inpaint
-    hints, hires_hints, shown = [], [], []
+    maps, hires_maps, shown = [], [], []
     for rgba in images:
         source = control_input(rgba, keep_rgba=preprocessor.accepts_mask or unit.uses_clip,
                                ignore_mask=inputs.ignore_noninpaint_mask)
         detection = run_preprocessor(preprocessor, source, params, cache=result_cache)
-        hints.append(hint_tensor(fit_detected_map(detection.map, unit.resize_mode, h, w, keep_alpha=keep_alpha)))
+        maps.append(fit_detected_map(detection.map, unit.resize_mode, h, w, keep_alpha=keep_alpha))
         if inputs.hires_size is not None:
             hr_h, hr_w = inputs.hires_size
-            hires_hints.append(hint_tensor(
-                fit_detected_map(detection.map, unit.resize_mode, hr_h, hr_w, keep_alpha=keep_alpha)))
+            hires_maps.append(fit_detected_map(detection.map, unit.resize_mode, hr_h, hr_w, keep_alpha=keep_alpha))
         shown.append(detection.display)
 
-    model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
-    region = decode_region_mask(unit.effective_region_mask, unit=index)
-    cls = unit_class(model.kind)
-    bound = cls(
-        model,
-        stack_hints(hints),
-        hint_hires=stack_hints(hires_hints) if hires_hints else None,
-        weight=unit.weight,
-        guidance_start=unit.guidance_start,
-        guidance_end=unit.guidance_end,
-        control_mode=unit.control_mode,
-        advanced_weighting=unit.advanced_weighting,
-        effective_region_mask=None if region is None else torch.from_numpy(region),
-        hr_option=unit.hr_option if inputs.hires_size is not None else HiResFixOption.BOTH,
-        soft_injection_in_hires=preprocessor.soft_injection_in_hires,
-        low_vram=unit.low_vram,
-        index=index,
-        **cls.options_from(unit, preprocessor),
-    )
+    hr_option = unit.hr_option if inputs.hires_size is not None else HiResFixOption.BOTH
+    effects: list[Effect] = []
+    if entry is not None:
+        model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
+        region = decode_region_mask(unit.effective_region_mask, unit=index)
+        cls = unit_class(model.kind)
+        effects.append(cls(
+            model,
+            stack_hints([hint_tensor(m) for m in maps]),
+            hint_hires=stack_hints([hint_tensor(m) for m in hires_maps]) if hires_maps else None,
+            weight=unit.weight,
+            guidance_start=unit.guidance_start,
+            guidance_end=unit.guidance_end,
+            control_mode=unit.control_mode,
+            advanced_weighting=unit.advanced_weighting,
+            effective_region_mask=None if region is None else torch.from_numpy(region),
+            hr_option=hr_option,
+            soft_injection_in_hires=preprocessor.soft_injection_in_hires,
+            low_vram=unit.low_vram,
+            index=index,
+            **cls.options_from(unit, preprocessor),
+        ))
+    post: list[PixelPost] = []
+    if preprocessor.control is not None:
+        extra = build_controls(preprocessor.control, ControlRequest(
+            index=index, module=preprocessor.name, params=params, maps=maps, maps_hires=hires_maps or None,
+            weight=unit.weight, guidance_start=unit.guidance_start, guidance_end=unit.guidance_end,
+            control_mode=unit.control_mode, hr_option=hr_option, seed=inputs.seed, family=inputs.family,
+            inpaint_blur_sigma=inputs.inpaint_blur_sigma))
+        effects += extra.effects
+        post += extra.post
     resolution = _infotext_resolution(preprocessor.resolution, unit.processor_res, params.resolution)
     warnings = [f"ControlNet unit {index}: {note}" for note in notes]
     for line in warnings:
         logger.warning("%s", line)
     # infotext records what ran: the resolved "stem [hash]" (a bare stem could find another file on paste)
-    used = replace(unit, model=entry.name, processor_res=resolution, threshold_a=params.slider_1,
-                   threshold_b=params.slider_2, **bound.infotext_fields())
-    return PreparedUnit(index, used, bound, shown if unit.save_detected_map else [], warnings)
+    kind_fields = effects[0].infotext_fields() if entry is not None else {}
+    used = replace(unit, model=entry.name if entry is not None else unit.model, processor_res=resolution,
+                   threshold_a=params.slider_1, threshold_b=params.slider_2, **kind_fields)
+    return PreparedUnit(index, used, effects, shown if unit.save_detected_map else [], warnings, post)
 
 
 def _infotext_resolution(slider, sent: int, used: int) -> int:

@@ -56,7 +56,7 @@ SETTINGS: tuple[Setting, ...] = (
             minimum=1, maximum=10, step=1, needs_reload_ui=True),
     Setting("control_net_model_cache_size", 2, "Model cache size", "slider", minimum=1, maximum=10, step=1),
     Setting("control_net_inpaint_blur_sigma", 7, "ControlNet inpainting Gaussian blur sigma", "slider",
-            minimum=0, maximum=64, step=1, unused="inpaint_only's final blend is not implemented"),
+            minimum=0, maximum=64, step=1),
     Setting("control_net_no_detectmap", False, "Do not append detectmap to output", "checkbox"),
     Setting("control_net_detectmap_autosaving", False, "Allow detectmap auto saving", "checkbox"),
     Setting("control_net_allow_script_control", False, "Allow other script to control this extension", "checkbox"),

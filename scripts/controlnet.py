@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import torch
 from modules import devices, script_callbacks, scripts, sd_models, shared
 from modules.paths_internal import data_path, models_path
 from PIL import Image
@@ -32,10 +33,13 @@ from lib_controlnet.generation import (
     check_unit_image,
     check_unit_setup,
     detected_map_images,
+    hook_effects,
+    post_process,
     prepare_units,
 )
 from lib_controlnet.hook.cfg_rows import CfgBatchRows
 from lib_controlnet.hook.control_hook import ControlHook
+from lib_controlnet.hook.host import HostInfo
 from lib_controlnet.models.cache import ModelCache
 from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import default_registry
@@ -86,6 +90,34 @@ def configure_annotators() -> None:
 
 
 configure_annotators()
+
+
+def host_info(sd_model) -> HostInfo:
+    """A1111's model as the hook's controls need it: ᾱ_t (A1111 sets `alphas_cumprod` on SDXL models too),
+    eps or v prediction, and its VAE encoder under A1111's autocast."""
+    alphas = getattr(sd_model, "alphas_cumprod", None)
+
+    def encode(pixels01: torch.Tensor) -> torch.Tensor:
+        x = (pixels01 * 2 - 1).to(devices.device, devices.dtype_vae)
+        with torch.no_grad(), devices.autocast():
+            latent = sd_model.get_first_stage_encoding(sd_model.encode_first_stage(x))
+        if torch.isnan(latent).all():  # an fp16 VAE that overflows: this encode in fp32 (the reference's retry)
+            vae = sd_model.first_stage_model
+            dtype = next(vae.parameters()).dtype
+            try:
+                vae.to(torch.float32)
+                with torch.no_grad():
+                    latent = sd_model.get_first_stage_encoding(sd_model.encode_first_stage(x.float()))
+            finally:
+                vae.to(dtype)  # A1111's VAE stays as the user configured it
+        return latent.to(devices.dtype_unet)
+
+    return HostInfo(
+        alphas_cumprod=None if alphas is None else alphas.detach().float().cpu(),
+        prediction="v" if getattr(sd_model, "parameterization", "eps") == "v" else "eps",
+        encode_image=encode,
+        family=checkpoint_family(sd_model),
+    )
 
 
 def checkpoint_family(sd_model) -> str | None:
@@ -174,14 +206,25 @@ class Script(scripts.Script):
         session.detach()
         unet = p.sd_model.model.diffusion_model
         low_vram = bool(getattr(shared.cmd_opts, "lowvram", False) or getattr(shared.cmd_opts, "medvram", False))
-        units = [pu.bound for pu in session.prepared]
+        units = hook_effects(session.prepared)
         for unit in units:
             unit.low_vram = unit.low_vram or low_vram
         try:
             session.hook = ControlHook(unet, units, ROWS, family=checkpoint_family(p.sd_model),
-                                       device=devices.get_device_for("controlnet"), dtype=devices.dtype_unet).attach()
+                                       device=devices.get_device_for("controlnet"), dtype=devices.dtype_unet,
+                                       host=host_info(p.sd_model)).attach()
         except ControlNetError as exc:
             _fail_sampling(p, exc)
+
+    def postprocess_batch(self, p, *unit_args, **kwargs):
+        """The units' pixel post-processes (inpaint_only's paste-back, recolor) on the decoded batch, in place:
+        A1111 hands over [B, 3, H, W] in [0, 1] before it saves or overlays anything."""
+        session = getattr(p, "controlnet_session", None)
+        images = kwargs.get("images")
+        if session is None or images is None or getattr(p, "controlnet_error", None):
+            return
+        for i in range(len(images)):
+            images[i] = post_process(session.prepared, images[i], i)
 
     def postprocess(self, p, processed, *unit_args):
         session = getattr(p, "controlnet_session", None)
@@ -286,6 +329,8 @@ def _generation_inputs(p) -> GenerationInputs:
         base_id=getattr(p.sd_model, "sd_model_hash", None),
         generation_param_keys=tuple(p.extra_generation_params),
         ignore_noninpaint_mask=option("controlnet_ignore_noninpaint_mask"),
+        family=checkpoint_family(p.sd_model),
+        inpaint_blur_sigma=int(option("control_net_inpaint_blur_sigma")),
     )
 
 

@@ -106,7 +106,7 @@ class Pipeline:
         with ExitStack() as stack:
             stack.enter_context(odd_size_support(model.unet))
             if r.units:
-                hook = ControlHook(model.unet, r.units, rows, family=model.family)
+                hook = ControlHook(model.unet, r.units, rows, family=model.family, host=model.host_info())
                 stack.enter_context(hook.applied())
             stack.callback(rows.reset)
             for b in range(r.n_iter):
@@ -143,7 +143,14 @@ class Pipeline:
         return cond, uncond
 
     def _decode(self, latents: torch.Tensor, r: GenerationRequest, pixel_mask) -> list:
-        decoded = to_pil(self.model.vae.decode(latents.float()))
+        pixels = self.model.vae.decode(latents.float())
+        if r.post_process:  # the units' pixel post-processes, on [0, 1] images as A1111 hands them over
+            images01 = ((pixels.float() + 1) / 2).clamp(0, 1)
+            for i in range(images01.shape[0]):
+                for fn in r.post_process:
+                    images01[i] = fn(images01[i], i)
+            pixels = images01 * 2 - 1
+        decoded = to_pil(pixels)
         if pixel_mask is not None:
             inits = r.init_images if len(r.init_images) == len(decoded) else r.init_images * len(decoded)
             decoded = [overlay(im, init, pixel_mask) for im, init in zip(decoded, inits)]

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from lib_controlnet import BoundUnit
+from lib_controlnet.controls import PixelPost
+from lib_controlnet.hook.effect import Effect
 
 
 @dataclass
@@ -30,8 +31,10 @@ class GenerationRequest:
     mask: Image.Image | None = None  # white = repaint
     mask_blur: int = 4
     inpainting_mask_invert: bool = False
-    # ControlNet units, already bound to their models and hints (hint at the image size, see BoundUnit)
-    units: list[BoundUnit] = field(default_factory=list)
+    # ControlNet units as the hook applies them (lib_controlnet.generation.hook_effects)
+    units: list[Effect] = field(default_factory=list)
+    # pixel post-processes of the units, run on each decoded image ([3, H, W] in [0, 1], its index)
+    post_process: list[PixelPost] = field(default_factory=list)
     # extra infotext entries the host adds (e.g. "ControlNet 0": "Module: canny, ...")
     extra_generation_params: dict[str, object] = field(default_factory=dict)
 

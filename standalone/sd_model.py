@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lib_controlnet.hook.host import HostInfo, sd_alphas_cumprod
+
 from .checkpoint import read_checkpoint
 from .clip_vocab import load_tokenizer
 from .demo import DEMO_METADATA_KEY, DEMO_NOTICE
@@ -18,6 +20,8 @@ from .prompt_encoder import PromptEncoder
 from .text_encoder import load_text_encoder
 from .unet import load_unet
 from .vae import LatentVAE, load_vae
+
+SD_ALPHAS_CUMPROD = sd_alphas_cumprod()
 
 
 @dataclass(eq=False)
@@ -46,6 +50,16 @@ class StableDiffusionModel:
     def notice(self) -> str | None:
         """The sentence every result of a demo model carries."""
         return DEMO_NOTICE if self.is_demo else None
+
+    def host_info(self) -> HostInfo:
+        """What the ControlNet hook's controls need: the schedule, the prediction type, a VAE encoder."""
+        vae = self.vae
+
+        def encode(pixels01: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return vae.encode((pixels01 * 2 - 1).to(self.device, torch.float32)).to(self.dtype)
+
+        return HostInfo(alphas_cumprod=SD_ALPHAS_CUMPROD, prediction="eps", encode_image=encode, family=self.family)
 
     def short_hash(self) -> str:
         """A1111's model hash: the first 10 hex digits of the file's sha256 (computed once)."""

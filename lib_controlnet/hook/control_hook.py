@@ -71,6 +71,7 @@ class ControlHook:
         self._handles: list = []
         self._stack: list[UNetCall] = []
         self._suspended = 0
+        self.shared: dict[str, object] = {}  # per-hook state effects share (ModuleHooks.shared)
 
     @property
     def runs(self) -> int:
@@ -116,6 +117,7 @@ class ControlHook:
             handle.remove()
         self._handles.clear()
         self._stack.clear()
+        self.shared.clear()
         for unit in self.units:
             unit.release()
         self.placement.release()

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from .call import CallInfo, UNetCall
+from .host import HostInfo
 
 if TYPE_CHECKING:
     from .control_hook import ControlHook
@@ -49,6 +50,11 @@ class ModuleHooks:
         return self._hook.unet
 
     @property
+    def host(self) -> HostInfo | None:
+        """What the host said about its model (schedule, prediction type, VAE), if anything."""
+        return self._hook.host
+
+    @property
     def current(self) -> UNetCall | None:
         """The UNet call in progress (None outside any call)."""
         return self._hook.current
@@ -61,7 +67,18 @@ class ModuleHooks:
         self._hook.own(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
 
     def forward(self, module: nn.Module, fn: Callable, *, with_kwargs: bool = False, always_call: bool = False) -> None:
-        self._hook.own(module.register_forward_hook(fn, with_kwargs=with_kwargs, always_call=always_call))
+        """Runs before the hook's own forward hooks on the same module (prepended): the reference applies its
+        patches inside the blocks, before features and residuals are added to their outputs."""
+        self._hook.own(module.register_forward_hook(fn, with_kwargs=with_kwargs, always_call=always_call,
+                                                    prepend=True))
+
+    def shared(self, key: str, factory: Callable[[], Any]) -> Any:
+        """One object per hook for all effects that ask with `key` (e.g. the reference units' attention banks,
+        whose module hooks must be registered once); dropped when the hook is removed."""
+        store = self._hook.shared
+        if key not in store:
+            store[key] = factory()
+        return store[key]
 
 
 class Effect:

@@ -25,3 +25,9 @@ class HostInfo:
     prediction: str = "eps"
     encode_image: Callable[[torch.Tensor], torch.Tensor] | None = None
     family: str | None = None
+
+
+def sd_alphas_cumprod(linear_start: float = 0.00085, linear_end: float = 0.012, steps: int = 1000) -> torch.Tensor:
+    """ᾱ_t of Stable Diffusion's "scaled linear" schedule (v1/v2/XL configs): betas = linspace(√s, √e)²."""
+    betas = torch.linspace(linear_start**0.5, linear_end**0.5, steps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).float()

@@ -96,6 +96,7 @@ class Preprocessor:
     uses_seed: bool = False  # output depends on Params.seed
     show_control_mode: bool = True
     soft_injection_in_hires: bool = False  # the hook uses soft injection in the hires pass (canny, mlsd)
+    control: str | None = None  # a hook-side control it needs (`lib_controlnet.controls`: "colorfix", ...)
     description: str = field(default="", compare=False)
 
     def __post_init__(self):

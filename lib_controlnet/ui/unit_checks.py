@@ -50,8 +50,10 @@ def unit_problems(unit: Unit, *, tab: str, models: ModelRegistry, preprocessors:
     except ControlNetError as exc:
         problems.append(exc.message)
 
-    if preprocessor.model_free or not preprocessor.returns_image:
+    if not preprocessor.returns_image:
         problems.append(f"preprocessor {preprocessor.label} cannot be used in generations yet")
+    elif preprocessor.model_free:
+        pass  # no model: the preprocessor's control is the whole unit
     elif not unit.has_model:
         problems.append("no ControlNet model selected")
     else:

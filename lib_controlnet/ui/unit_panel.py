@@ -184,6 +184,13 @@ def build_unit(tab: str, index: int, unit_count: int, *, models: ModelRegistry, 
     return controls
 
 
+def model_label(preprocessor) -> str:
+    """The model dropdown says when the preprocessor needs no model (reference_*: model "None" is fine)."""
+    if preprocessor is not None and preprocessor.model_free:
+        return f"Model (not needed: {preprocessor.label} uses none)"
+    return "Model"
+
+
 def _slider(state, elem_id: str) -> gr.Slider:
     return gr.Slider(label=state.label, value=state.value, minimum=state.minimum, maximum=state.maximum,
                      step=state.step, visible=state.visible, elem_id=elem_id)
@@ -224,7 +231,7 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
     # enabled units are marked in the tab bar
     w["enabled"].change(fn=None, inputs=[w["enabled"]], outputs=[], **compat.js_kwargs(enabled_js(c.tab, c.index)))
 
-    # preprocessor: its sliders and control-mode visibility, then the unit
+    # preprocessor: its sliders, control-mode visibility and whether it needs a model, then the unit
     def on_module(module, pixel_perfect, pasted=""):
         preprocessor = ctx.preprocessors.get(module)
         mode = gr.update() if preprocessor is None else gr.update(visible=preprocessor.show_control_mode)
@@ -232,11 +239,11 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
         kept = remembered_sliders(pasted, module)
         if kept is not None and len(kept) == len(sliders):
             sliders = tuple({**update, "value": value} for update, value in zip(sliders, kept))
-        return (*sliders, mode, "")
+        return (*sliders, mode, gr.update(label=model_label(preprocessor)), "")
 
     w["module"].change(fn=on_module, inputs=[w["module"], w["pixel_perfect"], w[PASTED_SLIDERS]],
                        outputs=[w["processor_res"], w["threshold_a"], w["threshold_b"], w["control_mode"],
-                                w[PASTED_SLIDERS]],
+                                w["model"], w[PASTED_SLIDERS]],
                        queue=False, show_progress=QUIET).then(**sync_args)
     w["pixel_perfect"].change(fn=lambda module, on: resolution_visibility(ctx.preprocessors.get(module), on),
                               inputs=[w["module"], w["pixel_perfect"]], outputs=[w["processor_res"]],
@@ -254,8 +261,9 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
             # no model is named for the type: the one already chosen stays (else the family's first)
             model = (keep_or_default(model, choices.models[1:], choices.default_model) if choices.every_model
                      else choices.default_model)
-        return (gr.update(choices=choices.modules, value=module), gr.update(choices=choices.models, value=model),
-                *on_module(module, pixel_perfect)[:-1])
+        return (gr.update(choices=choices.modules, value=module),
+                gr.update(choices=choices.models, value=model, label=model_label(ctx.preprocessors.get(module))),
+                *on_module(module, pixel_perfect)[:-2])
 
     w["control_type"].change(fn=on_type, inputs=[w["control_type"], w["module"], w["model"], w["pixel_perfect"]],
                              outputs=[w["module"], w["model"], w["processor_res"], w["threshold_a"],

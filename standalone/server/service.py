@@ -18,7 +18,7 @@ import numpy as np
 
 from annotator.neural import runtime as annotator_runtime
 from annotator.neural.weights import set_weights_folder
-from lib_controlnet.generation import GenerationInputs, detected_map_images, prepare_units
+from lib_controlnet.generation import GenerationInputs, detected_map_images, hook_effects, prepare_units
 from lib_controlnet.models.cache import ModelCache
 from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry, ResultCache, default_cache, default_registry
@@ -127,7 +127,8 @@ class GenerationService:
                 prepared = prepare_units(parsed, inputs, models=self.models,
                                          model_cache=self.model_cache, preprocessors=self.preprocessors,
                                          result_cache=self.result_cache)
-            request.units = [pu.bound for pu in prepared]
+            request.units = hook_effects(prepared)
+            request.post_process = [fn for pu in prepared for fn in pu.post]
             request.extra_generation_params.update(infotext_params({pu.index: pu.unit for pu in prepared}))
             result = self.pipeline.generate(request, on_step=on_step, interrupt=job.interrupt)
 
@@ -156,6 +157,8 @@ class GenerationService:
             base_id=model.short_hash(),
             generation_param_keys=tuple(request.extra_generation_params),
             ignore_noninpaint_mask=self.config.option("controlnet_ignore_noninpaint_mask", plan.overrides),
+            family=model.family,
+            inpaint_blur_sigma=int(self.config.option("control_net_inpaint_blur_sigma", plan.overrides)),
         )
 
     def response(self, outcome: Outcome) -> dict:

@@ -74,6 +74,17 @@ NEW_MODULES = {"scribble_sketch", "seg_passthrough", "mediapipe_openpose", "medi
                "mediapipe_openpose_face", "mediapipe_openpose_faceonly", "mediapipe_openpose_full"}
 
 
+# Model-free modules (no ControlNet: their control runs in the hook, lib_controlnet/controls/).
+MODEL_FREE_REFERENCE = {
+    "reference_only": ("reference_only", 100, ("Reference",), ("Style Fidelity (only for Balanced mode)", 0.5, 0.0,
+                                                                1.0, 0.01), None),
+    "reference_adain": ("reference_adain", 0, ("Reference",), ("Style Fidelity (only for Balanced mode)", 0.5, 0.0,
+                                                                1.0, 0.01), None),
+    "reference_adain+attn": ("reference_adain+attn", 0, ("Reference",), ("Style Fidelity (only for Balanced mode)",
+                                                                          0.5, 0.0, 1.0, 0.01), None),
+}
+
+
 def _slider_tuple(slider):
     return None if not slider.visible else (slider.label, slider.value, slider.minimum, slider.maximum, slider.step)
 
@@ -88,8 +99,18 @@ def test_every_reference_weight_free_module_is_declared_as_the_reference_declare
         assert p.resolution.visible == (name not in HIDDEN_RESOLUTION), name
         assert p.weight_file is None and not p.model_free
     names = {p.name for p in registry}
-    assert names >= set(REFERENCE) | NEW_MODULES | set(NEURAL_REFERENCE)
+    assert names >= set(REFERENCE) | NEW_MODULES | set(NEURAL_REFERENCE) | set(MODEL_FREE_REFERENCE)
     assert names <= set(ALL_REFERENCE_MODULES) | NEW_MODULES  # test_reference_module_list checks the rest
+
+
+def test_model_free_modules_are_declared_as_the_reference_declares_them():
+    registry = default_registry()
+    for name, (label, priority, tags, slider_a, slider_b) in MODEL_FREE_REFERENCE.items():
+        p = registry.get(name)
+        assert p is not None and p.model_free and p.control == "reference", name
+        assert (p.label, p.priority, p.tags) == (label, priority, tags), name
+        assert (_slider_tuple(p.slider_1), _slider_tuple(p.slider_2)) == (slider_a, slider_b), name
+        assert p.resolution.visible, name  # the reference shows its default Resolution slider
 
 
 def test_every_neural_module_is_declared_as_the_reference_declares_it():
@@ -124,9 +145,18 @@ def test_lookup_by_name_label_and_alias():
 def test_module_list_order_follows_the_reference_rule():
     names = module_list(default_registry())
     assert names[0] == "none"
-    assert names[1:13] == ["tile_resample", "pidinet", "pidinet_scribble", "recolor_luminance", "openpose_full",
-                           "normal_bae", "mlsd", "lineart_standard", "inpaint_only", "depth", "canny",
-                           "invert"]  # invert: priority 20
+    # the reference's own order of its priority > 0 entries (reference-extension.md section 5); modules other
+    # issues add later slot in between, so only the relative order is asserted
+    reference_order = ["ip-adapter-auto", "tile_resample", "pidinet", "oneformer_ade20k", "pidinet_scribble",
+                       "revision_clipvision", "reference_only", "recolor_luminance", "openpose_full", "normal_bae",
+                       "mlsd", "lineart_standard", "ip-adapter_clip_sd15", "inpaint_only", "depth", "canny",
+                       "invert"]
+    present = [n for n in reference_order if n in names]
+    assert [n for n in names if n in present] == present
+    assert {"tile_resample", "reference_only", "canny", "invert"} <= set(present)
+    registry = default_registry()
+    keys = [str(registry.get(n).priority).zfill(8) + registry.get(n).label for n in names[1:]]
+    assert keys == sorted(keys, reverse=True)
     labels = module_list(default_registry(), alias_names=True)
     assert "inpaint_global_harmonious" in labels and "inpaint" not in labels
     # Priority 0 modules come in descending label order.

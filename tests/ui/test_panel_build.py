@@ -106,11 +106,14 @@ def test_preprocessor_change_event_updates_the_sliders(models, registry):
     blocks, panel = _build(unit_count=1, models=models, preprocessors=registry)
     unit = panel.units[0]
     on_module = _handler(blocks, unit["module"], "change", output=unit["threshold_a"])
-    res, a, b, mode, _ = on_module("scribble_xdog", False)
+    res, a, b, mode, model, _ = on_module("scribble_xdog", False)
     assert a["label"] == "XDoG Threshold" and (a["minimum"], a["maximum"], a["value"]) == (1, 64, 32)
     assert b["visible"] is False and res["visible"] is True and mode["visible"] is True
-    res, a, b, _, _ = on_module("canny", True)  # pixel perfect: the resolution is computed, its slider hidden
+    assert model["label"] == "Model"
+    res, a, b, _, _, _ = on_module("canny", True)  # pixel perfect: the resolution is computed, its slider hidden
     assert res["visible"] is False and (a["label"], b["label"]) == ("Low Threshold", "High Threshold")
+    *_, model, _ = on_module("reference_only", False)  # a model-free preprocessor says it needs no model
+    assert model["label"] == "Model (not needed: reference_only uses none)"
 
 
 def test_control_type_event_narrows_both_dropdowns(models, registry):

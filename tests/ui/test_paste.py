@@ -46,7 +46,7 @@ def _paste(blocks, panel, text, registry):
         w["status"] = shown[id(unit.status)]
         if w["module"] != unit["module"].value:  # gradio fires the dropdown's change event after the paste
             on_module = _handler(blocks, unit["module"], "change", unit["threshold_a"])
-            res, a, b, _, memory = on_module(w["module"], w["pixel_perfect"], w[PASTED_SLIDERS])
+            res, a, b, _, _, memory = on_module(w["module"], w["pixel_perfect"], w[PASTED_SLIDERS])
             w["processor_res"], w["threshold_a"], w["threshold_b"] = res["value"], a["value"], b["value"]
             w[PASTED_SLIDERS] = memory
         result.append(w)
@@ -87,9 +87,9 @@ def test_slider_memory_only_serves_its_own_preprocessor(models, registry):
     blocks, panel = _build(models, registry, unit_count=1)
     unit = panel.units[0]
     on_module = _handler(blocks, unit["module"], "change", unit["threshold_a"])
-    res, a, b, _, memory = on_module("canny", False, '{"module": "canny", "values": [640, 33, 66]}')
+    res, a, b, _, _, memory = on_module("canny", False, '{"module": "canny", "values": [640, 33, 66]}')
     assert (res["value"], a["value"], b["value"], memory) == (640, 33, 66, "")
-    res, a, b, _, _ = on_module("canny", False, '{"module": "lineart_standard", "values": [640, 33, 66]}')
+    res, a, b, _, _, _ = on_module("canny", False, '{"module": "lineart_standard", "values": [640, 33, 66]}')
     assert (a["value"], b["value"]) == (100, 200)  # canny's own defaults
 
 

@@ -15,5 +15,5 @@ PREPROCESSORS = (
     Preprocessor(name="inpaint", label="inpaint_global_harmonious", run=_inpaint, tags=("Inpaint",),
                  resolution=NO_RESOLUTION, accepts_mask=True, requires_mask=True),
     Preprocessor(name="inpaint_only", run=_inpaint, tags=("Inpaint",), priority=100, resolution=NO_RESOLUTION,
-                 accepts_mask=True, requires_mask=True),
+                 accepts_mask=True, requires_mask=True, control="inpaint_only"),
 )

@@ -13,7 +13,8 @@ PREPROCESSORS = (
                  run=lambda image, p: tile_resample(image, p.slider_1), tags=("Tile",), priority=100,
                  resolution=RESOLUTION_UNUSED, slider_1=Slider("Down Sampling Rate", 1.0, 1.0, 8.0)),
     Preprocessor(name="tile_colorfix", run=lambda image, p: hwc3(image), tags=("Tile",),
-                 resolution=RESOLUTION_UNUSED, slider_1=VARIATION),
+                 resolution=RESOLUTION_UNUSED, slider_1=VARIATION, control="colorfix"),
     Preprocessor(name="tile_colorfix+sharp", run=lambda image, p: hwc3(image), tags=("Tile",),
-                 resolution=RESOLUTION_UNUSED, slider_1=VARIATION, slider_2=Slider("Sharpness", 1.0, 0.0, 2.0)),
+                 resolution=RESOLUTION_UNUSED, slider_1=VARIATION, slider_2=Slider("Sharpness", 1.0, 0.0, 2.0),
+                 control="colorfix"),
 )
