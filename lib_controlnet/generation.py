@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .controls import ControlRequest, PixelPost
+from .controls import ControlRequest, NoiseModifier, PixelPost
 from .controls import build as build_controls
-from .enums import HiResFixOption
+from .enums import HiResFixOption, ResizeMode
 from .errors import ControlNetError, InputError
 from .hook.effect import Effect
 from .kinds import unit_class
@@ -63,6 +63,7 @@ class PreparedUnit:
     detected_maps: list[np.ndarray]  # what the user is shown / gets back (hires map first, as the reference)
     warnings: list[str] = field(default_factory=list)  # accepted, but worth a word ("ControlNet unit i: ...")
     post: list[PixelPost] = field(default_factory=list)  # run by the host on each decoded image
+    noise: list[NoiseModifier] = field(default_factory=list)  # run by the host on the first pass's noise
 
     @property
     def bound(self) -> Effect:
@@ -73,6 +74,14 @@ class PreparedUnit:
 def hook_effects(prepared: Sequence[PreparedUnit]) -> list[Effect]:
     """Every effect of every prepared unit, in unit order: what a host hands to ControlHook."""
     return [effect for pu in prepared for effect in pu.effects]
+
+
+def initial_noise(prepared: Sequence[PreparedUnit], noise: torch.Tensor, host) -> torch.Tensor:
+    """The first pass's initial noise (unit variance) after every unit's noise modifiers, in unit order."""
+    for pu in prepared:
+        for fn in pu.noise:
+            noise = fn(noise, host)
+    return noise
 
 
 def post_process(prepared: Sequence[PreparedUnit], image: torch.Tensor, index: int) -> torch.Tensor:
@@ -150,6 +159,11 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
             for img in images
         ]
 
+    if preprocessor.outpaint_first and ResizeMode.parse(unit.resize_mode, field="resize_mode") is ResizeMode.OUTER_FIT:
+        # inpaint_only+lama outpaints: the input is padded to the final size first, the padding marked as mask
+        final_h, final_w = inputs.hires_size or (h, w)
+        images = [fit_detected_map(img, ResizeMode.OUTER_FIT, final_h, final_w, keep_alpha=True) for img in images]
+
     notes: list[str] = []
     params = resolve_params(preprocessor, -1 if unit.pixel_perfect else unit.processor_res, unit.threshold_a,
                             unit.threshold_b, seed=inputs.seed, notes=notes)
@@ -196,6 +210,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
             **cls.options_from(unit, preprocessor),
         ))
     post: list[PixelPost] = []
+    noise: list[NoiseModifier] = []
     if preprocessor.control is not None:
         extra = build_controls(preprocessor.control, ControlRequest(
             index=index, module=preprocessor.name, params=params, maps=maps, maps_hires=hires_maps or None,
@@ -204,6 +219,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
             inpaint_blur_sigma=inputs.inpaint_blur_sigma))
         effects += extra.effects
         post += extra.post
+        noise += extra.noise
     resolution = _infotext_resolution(preprocessor.resolution, unit.processor_res, params.resolution)
     warnings = [f"ControlNet unit {index}: {note}" for note in notes]
     for line in warnings:
@@ -212,7 +228,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     kind_fields = effects[0].infotext_fields() if entry is not None else {}
     used = replace(unit, model=entry.name if entry is not None else unit.model, processor_res=resolution,
                    threshold_a=params.slider_1, threshold_b=params.slider_2, **kind_fields)
-    return PreparedUnit(index, used, effects, shown if unit.save_detected_map else [], warnings, post)
+    return PreparedUnit(index, used, effects, shown if unit.save_detected_map else [], warnings, post, noise)
 
 
 def _infotext_resolution(slider, sent: int, used: int) -> int:

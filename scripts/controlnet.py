@@ -34,6 +34,7 @@ from lib_controlnet.generation import (
     check_unit_setup,
     detected_map_images,
     hook_effects,
+    initial_noise,
     post_process,
     prepare_units,
 )
@@ -118,6 +119,19 @@ def host_info(sd_model) -> HostInfo:
         encode_image=encode,
         family=checkpoint_family(sd_model),
     )
+
+
+class _NoiseSource:
+    """A1111's ImageRNG with the units' noise modifiers applied to what `next()` returns."""
+
+    def __init__(self, rng, prepared, host):
+        self._rng, self._prepared, self._host = rng, prepared, host
+
+    def next(self):
+        return initial_noise(self._prepared, self._rng.next(), self._host)
+
+    def __getattr__(self, name):
+        return getattr(self._rng, name)
 
 
 def checkpoint_family(sd_model) -> str | None:
@@ -215,6 +229,14 @@ class Script(scripts.Script):
                                        host=host_info(p.sd_model)).attach()
         except ControlNetError as exc:
             _fail_sampling(p, exc)
+
+    def before_process_batch(self, p, *unit_args, **kwargs):
+        """Units that change the initial noise (inpaint_only+lama) wrap this batch's noise source; A1111 makes a
+        new one per batch (and for the hires pass), so nothing of ours outlives the batch."""
+        session = getattr(p, "controlnet_session", None)
+        if session is None or getattr(p, "controlnet_error", None) or not any(pu.noise for pu in session.prepared):
+            return
+        p.rng = _NoiseSource(p.rng, session.prepared, host_info(p.sd_model))
 
     def postprocess_batch(self, p, *unit_args, **kwargs):
         """The units' pixel post-processes (inpaint_only's paste-back, recolor) on the decoded batch, in place:

@@ -113,6 +113,8 @@ class Pipeline:
                 batch_seeds = [(seed + b * batch + k) % (MAX_SEED + 1) for k in range(batch)]
                 generators = [torch.Generator("cpu").manual_seed(s) for s in batch_seeds]
                 noise = torch.stack([torch.randn(LATENT_CHANNELS, lat_h, lat_w, generator=g) for g in generators])
+                for modify in r.initial_noise:  # e.g. inpaint_only+lama seeds the noise with its fill
+                    noise = modify(noise, model.host_info())
 
                 def report(done: int, total: int, _latents, b=b):
                     if on_step is not None:

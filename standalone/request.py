@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image
 
-from lib_controlnet.controls import PixelPost
+from lib_controlnet.controls import NoiseModifier, PixelPost
 from lib_controlnet.hook.effect import Effect
 
 
@@ -35,6 +35,8 @@ class GenerationRequest:
     units: list[Effect] = field(default_factory=list)
     # pixel post-processes of the units, run on each decoded image ([3, H, W] in [0, 1], its index)
     post_process: list[PixelPost] = field(default_factory=list)
+    # noise modifiers of the units (inpaint_only+lama), run on the initial noise: (noise, HostInfo) -> noise
+    initial_noise: list[NoiseModifier] = field(default_factory=list)
     # extra infotext entries the host adds (e.g. "ControlNet 0": "Module: canny, ...")
     extra_generation_params: dict[str, object] = field(default_factory=dict)
 

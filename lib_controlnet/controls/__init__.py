@@ -19,10 +19,13 @@ import torch
 
 from ..enums import ControlMode, HiResFixOption
 from ..hook.effect import Effect
+from ..hook.host import HostInfo
 from ..preprocessors.declaration import Params
 
 # [3, H, W] float image in [0, 1] and its index in the batch -> the same, post-processed
 PixelPost = Callable[[torch.Tensor, int], torch.Tensor]
+# the first pass's initial noise [B, 4, h, w] (unit variance) and the host's model -> the noise to sample from
+NoiseModifier = Callable[[torch.Tensor, "HostInfo"], torch.Tensor]
 
 
 @dataclass
@@ -48,6 +51,7 @@ class ControlRequest:
 class Controls:
     effects: list[Effect] = field(default_factory=list)
     post: list[PixelPost] = field(default_factory=list)
+    noise: list[NoiseModifier] = field(default_factory=list)
 
 
 # control name -> "module:function" building Controls from a ControlRequest (imported on use)

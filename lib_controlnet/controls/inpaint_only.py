@@ -13,10 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import IncompatibleModelError
 from ..hook.call import UNetCall
 from . import ControlRequest, Controls
 from .correction import LatentCorrection
 from .latent_hint import LatentHint
+from .schedule import coefficients
 from .window import Window
 
 
@@ -77,6 +79,27 @@ class PasteBack:
         return (m * image.clamp(0, 1) + (1 - m) * raw).clamp(0, 1)
 
 
+class FilledNoise:
+    """inpaint_only+lama: the first pass starts from `q_sample(VAE(LaMa's fill), t=999, noise)` instead of
+    pure noise, so the sampler already sees the fill's layout (the reference's HackedImageRNG). Noise of
+    another size (a hires pass) is left as it is."""
+
+    def __init__(self, pixels: torch.Tensor, *, unit: int = 0):
+        self.latents = LatentHint(pixels, unit=unit)
+
+    def __call__(self, noise: torch.Tensor, host) -> torch.Tensor:
+        self.latents.encode(host)
+        if host.alphas_cumprod is None:
+            raise IncompatibleModelError("this host gives ControlNet no noise schedule, which inpaint_only+lama needs",
+                                         unit=self.latents.unit, field="module")
+        z = self.latents._latents[0]
+        if z.shape[-2:] != noise.shape[-2:]:
+            return noise
+        z = self.latents.at(noise).to(noise.dtype)
+        a, s = coefficients(host.alphas_cumprod, torch.full((noise.shape[0],), 999.0), noise)
+        return (a * z + s * noise).to(noise.dtype)
+
+
 def build(request: ControlRequest) -> Controls:
     if any(m.ndim != 3 or m.shape[2] != 4 for m in request.maps):
         raise ValueError("inpaint_only needs RGBA maps (the image with its mask as alpha)")
@@ -84,4 +107,7 @@ def build(request: ControlRequest) -> Controls:
     rgba_hires = _pixels(request.maps_hires) if request.maps_hires else None
     effect = InpaintOnly(rgba, rgba_hires, Window.of(request), request.weight, index=request.index)
     final = request.maps_hires or request.maps  # the reference pastes back at the final (hires) size
-    return Controls(effects=[effect], post=[PasteBack(final, request.inpaint_blur_sigma)])
+    controls = Controls(effects=[effect], post=[PasteBack(final, request.inpaint_blur_sigma)])
+    if request.module.endswith("+lama"):
+        controls.noise.append(FilledNoise(rgba[:, :3], unit=request.index))
+    return controls

@@ -97,6 +97,7 @@ class Preprocessor:
     show_control_mode: bool = True
     soft_injection_in_hires: bool = False  # the hook uses soft injection in the hires pass (canny, mlsd)
     control: str | None = None  # a hook-side control it needs (`lib_controlnet.controls`: "colorfix", ...)
+    outpaint_first: bool = False  # "Resize and Fill": pad the input to the target first, padding marked as mask
     description: str = field(default="", compare=False)
 
     def __post_init__(self):

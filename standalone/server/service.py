@@ -129,6 +129,7 @@ class GenerationService:
                                          result_cache=self.result_cache)
             request.units = hook_effects(prepared)
             request.post_process = [fn for pu in prepared for fn in pu.post]
+            request.initial_noise = [fn for pu in prepared for fn in pu.noise]
             request.extra_generation_params.update(infotext_params({pu.index: pu.unit for pu in prepared}))
             result = self.pipeline.generate(request, on_step=on_step, interrupt=job.interrupt)
 

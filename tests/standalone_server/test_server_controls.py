@@ -101,3 +101,34 @@ def test_recolor_gives_the_image_the_controls_brightness(client, module):
         lightness = cv2.cvtColor(result, cv2.COLOR_RGB2LAB)[:, :, 0].astype(int)
         assert np.median(np.abs(lightness - control)) <= 2
         assert np.corrcoef(lightness.ravel(), control.ravel())[0, 1] > 0.9
+
+
+@pytest.fixture(scope="module")
+def tiny_lama_file(service):
+    """A small LaMa generator (the published layout at width 8, 2 blocks) as ControlNetLama.pth."""
+    import torch
+
+    from annotator.neural.lama import LamaGenerator
+    from annotator.neural.weights import weights_folder
+
+    torch.manual_seed(0)
+    net = LamaGenerator(width=8, blocks=2)
+    path = weights_folder() / "ControlNetLama.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+    yield path
+    path.unlink()
+
+
+def test_inpaint_only_lama_outpaints_with_resize_and_fill(client, tiny_lama_file):
+    wide = gradient()[16:48]  # 32 x 64: "Resize and Fill" into 64 x 64 pads 16 rows above and below
+    mask = np.zeros_like(wide)
+    lama = ok(client.post("/sdapi/v1/txt2img", json=body(unit(
+        module="inpaint_only+lama", image=png_b64(wide), mask=png_b64(mask), resize_mode="Resize and Fill"))))
+    result = pixels(lama["images"][0])
+    # the middle rows, far from the padded (to be painted) border, are the input's own pixels, pasted back
+    assert np.array_equal(result[28:36], wide[12:20])
+    assert not np.array_equal(result[:8], np.repeat(wide[:1], 8, axis=0))  # the padding was painted
+    plain = ok(client.post("/sdapi/v1/txt2img", json=body(unit(
+        module="inpaint_only", image=png_b64(wide), mask=png_b64(mask), resize_mode="Resize and Fill"))))
+    assert not np.array_equal(result, pixels(plain["images"][0]))  # LaMa's fill seeded the noise
