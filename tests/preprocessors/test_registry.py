@@ -126,7 +126,8 @@ def test_every_neural_module_is_declared_as_the_reference_declares_it():
 def test_masks_poses_seeds_and_hires_flags():
     registry = default_registry()
     assert {p.name for p in registry if p.requires_mask} == {"inpaint", "inpaint_only", "inpaint_only+lama"}
-    assert {p.name for p in registry if p.accepts_mask} == {"inpaint", "inpaint_only", "inpaint_only+lama", "scribble_sketch"}
+    assert {p.name for p in registry if p.accepts_mask} == {"inpaint", "inpaint_only", "inpaint_only+lama",
+                                                             "scribble_sketch"}
     assert {p.name for p in registry if p.returns_pose} == {n for n in NEW_MODULES | set(NEURAL_REFERENCE)
                                                             if "openpose" in n}
     assert {p.name for p in registry if p.uses_seed} == {"shuffle"}
