@@ -14,7 +14,28 @@ from .hinted_unit import HintedUnit
 
 @dataclass(eq=False)
 class BoundUnit(HintedUnit):
-    """`model(x, hint, timesteps, context, y, guided_hint=...)` -> residuals, one per skip + the middle."""
+    """`model(x, hint, timesteps, context, y, guided_hint=...)` -> residuals, one per skip + the middle.
+
+    `batch_same_model`: units of one model file that work on the same rows in a call run as one forward
+    over the rows stacked k times, each unit then scaling its own slice. Off by default: on the CPU it
+    costs what k forwards cost (bench/bench_union.py measures it), it can pay off on a GPU with small batches.
+    """
+
+    batch_same_model: bool = False
+
+    def group_key(self):
+        return ("controlnet", id(self.model)) if self.batch_same_model else None
+
+    @classmethod
+    def contribute_group(cls, effects, call: UNetCall) -> None:
+        sets: dict[bool, list[BoundUnit]] = {}
+        for unit in effects:
+            sets.setdefault(unit.cond_only, []).append(unit)
+        for members in sets.values():
+            if len(members) == 1:
+                members[0].contribute(call)
+            else:
+                _batched(members, call)
 
     def check(self, target: HookTarget) -> None:
         super().check(target)
@@ -52,3 +73,25 @@ class BoundUnit(HintedUnit):
         if cached is None:
             cached = self._cache[key] = self.model.encode_hint(self.match_batch(hint, x.shape[0], rows))
         return cached
+
+
+def _batched(members, call: UNetCall) -> None:
+    """One forward for k units of one model: the call's rows stacked k times, unit j's hint on copy j."""
+    lead = members[0]
+    rows = call.rows(lead.cond_only)
+    if rows is not None and not rows:
+        return
+    n, k = (call.batch if rows is None else len(rows)), len(members)
+
+    def stacked(t):
+        t = call.pick(t, rows)
+        return None if t is None else t.repeat(k, *([1] * (t.ndim - 1)))
+
+    with call.placement.running(lead.model, low_vram=any(m.low_vram for m in members)) as model:
+        guided = torch.cat([m.guided_hint(call.x, rows).expand(n, -1, -1, -1) for m in members])
+        outs = model(stacked(call.x), None, stacked(call.timesteps), stacked(call.context), stacked(call.y),
+                     guided_hint=guided)
+    for j, unit in enumerate(members):
+        for i, (residual, scale) in enumerate(zip(outs, unit.scales(call.info.hires))):
+            if scale != 0:
+                call.add_residual(i, unit.shaped(residual[j * n:(j + 1) * n], scale), rows)

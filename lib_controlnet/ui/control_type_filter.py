@@ -10,6 +10,7 @@ name mentions the type (the demo ControlNet, a file renamed by its user), every 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from lib_controlnet.api.info import control_types
@@ -42,9 +43,11 @@ def models_for_family(models: ModelRegistry, checkpoint_family: str | None, *, r
     return [e.name for e in models.entries() if compatible(model_family(e.path, e.name), checkpoint_family)]
 
 
-def type_choices(control_type: str, preprocessors: Registry, model_names: list[str]) -> TypeChoices:
-    """The dropdown lists and defaults for one control type (an unknown type lists everything)."""
-    types = control_types(preprocessors, model_names)
+def type_choices(control_type: str, preprocessors: Registry, model_names: list[str],
+                 union_models: Collection[str] = ()) -> TypeChoices:
+    """The dropdown lists and defaults for one control type (an unknown type lists everything); `union_models`:
+    names of union model files, listed under the types a union serves."""
+    types = control_types(preprocessors, model_names, union_models)
     entry = types.get(control_type) or types[ALL]
     modules = list(entry["module_list"])
     none = preprocessors.get("none")

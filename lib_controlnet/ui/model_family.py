@@ -5,47 +5,23 @@ JSON header alone - a few kilobytes, never the weights (`model_files.read_safete
 and `lib_controlnet.models.detection`, the same rules the loader uses. Pickle files (`.pth`, `.ckpt`...) have no
 header to read without unpickling, and formats detection does not run yet (T2I-Adapter, Control-LoRA...)
 have no arch to judge, so for those the family is guessed from the file name the way the reference does.
-Results are cached per (path, size, mtime).
+The header also tells the model kind (`model_kind`: union models are listed under the control types a
+union serves whatever their name). Header reading lives in `models.headers`; results are cached per (path,
+size, mtime).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import threading
 from pathlib import Path
 
-from lib_controlnet.errors import ControlNetError
-from lib_controlnet.models.detection import detect
+from lib_controlnet.models.headers import cached_header, detect_header, read_safetensors_shapes
+
+__all__ = ["compatible", "family_from_file", "family_from_name", "label", "model_family", "model_kind",
+           "read_safetensors_shapes"]
 
 FAMILIES = ("sd1", "sd2", "sdxl")
 FAMILY_LABELS = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
-_MAX_HEADER = 100 * 2**20  # the safetensors format's own limit
-_DIFFUSERS_SAFETENSORS = "diffusion_pytorch_model.safetensors"
-
-
-def read_safetensors_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
-    """{tensor name: shape} from a safetensors file's header, without reading any tensor data.
-
-    Raises ValueError when the file is not a well-formed safetensors file.
-    """
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        length = int.from_bytes(f.read(8), "little")
-        if not 0 < length <= min(_MAX_HEADER, size - 8):
-            raise ValueError(f"{Path(path).name}: bad safetensors header length")
-        header = json.loads(f.read(length))
-    if not isinstance(header, dict):
-        raise ValueError(f"{Path(path).name}: the safetensors header is not an object")
-    shapes = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        shape = info.get("shape") if isinstance(info, dict) else None
-        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
-            raise ValueError(f"{Path(path).name}: tensor {name!r} has no shape")
-        shapes[name] = tuple(shape)
-    return shapes
 
 
 def family_from_name(name: str) -> str | None:
@@ -62,43 +38,21 @@ def family_from_name(name: str) -> str | None:
 
 def family_from_file(path: str | os.PathLike) -> str | None:
     """The family detection finds in the file's header; None when the shapes cannot tell."""
-    path = Path(path)
-    config = None
-    weights = path
-    if path.is_dir():
-        weights = path / _DIFFUSERS_SAFETENSORS
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError):
-            config = None
-    if weights.suffix.lower() != ".safetensors" or not weights.is_file():
-        return None
-    try:
-        return detect(read_safetensors_shapes(weights), config).family
-    except (OSError, ValueError, KeyError, TypeError, ControlNetError):
-        return None
-
-
-_cache: dict[tuple[str, int, int], str | None] = {}
-_lock = threading.Lock()
+    found = detect_header(Path(path))
+    return found[0] if found else None
 
 
 def model_family(path: str | os.PathLike, name: str = "") -> str | None:
     """The file's family from its shapes (cached per path, size and mtime), else guessed from `name`."""
     path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError:
-        return family_from_name(name or path.name)
-    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
-    with _lock:
-        known = key in _cache
-        family = _cache.get(key)
-    if not known:
-        family = family_from_file(path)
-        with _lock:
-            _cache[key] = family
-    return family if family is not None else family_from_name(name or path.name)
+    found = cached_header(path)
+    return found[0] if found else family_from_name(name or path.name)
+
+
+def model_kind(path: str | os.PathLike) -> str | None:
+    """The model kind its header says ("controlnet", "controlnet_union"...); None when it cannot tell."""
+    found = cached_header(Path(path))
+    return found[1] if found else None
 
 
 def compatible(model_family_: str | None, checkpoint_family: str | None) -> bool:

@@ -15,7 +15,8 @@ from typing import Any
 
 import gradio as gr
 
-from lib_controlnet.enums import ControlMode, HiResFixOption, ResizeMode
+from lib_controlnet.api.info import union_model_names
+from lib_controlnet.enums import ControlMode, HiResFixOption, ResizeMode, UnionControlType
 from lib_controlnet.models.registry import NO_MODEL, ModelRegistry
 from lib_controlnet.preprocessors import Registry
 
@@ -63,6 +64,9 @@ class _Context:
 
     def model_names(self, refresh: bool = False) -> list[str]:
         return models_for_family(self.models, self.family(), refresh=refresh)
+
+    def union_models(self) -> set[str]:
+        return union_model_names(self.models)
 
 
 def build_unit(tab: str, index: int, unit_count: int, *, models: ModelRegistry, preprocessors: Registry,
@@ -133,6 +137,9 @@ def build_unit(tab: str, index: int, unit_count: int, *, models: ModelRegistry, 
     type_widget = gr.Dropdown if control_type_dropdown else gr.Radio
     w["control_type"] = type_widget(label="Control Type", choices=type_names(preprocessors), value=ALL,
                                     elem_id=ids.control("type_filter_radio"))
+    # the union task the Control Type picks (the reference's hidden field): pasted from infotext, sent to the API
+    w["union_control_type"] = gr.Textbox(value=UnionControlType.UNKNOWN.value, visible=False,
+                                         elem_id=ids.control("union_control_type"))
     with gr.Row():
         with gr.Column(scale=1, min_width=240):
             w["module"] = gr.Dropdown(label="Preprocessor", choices=start_choices.modules, value=none.label,
@@ -220,7 +227,7 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
     # plain values: recompute the unit
     for key in ("enabled", "low_vram", "model", "weight", "guidance_start", "guidance_end", "processor_res",
                 "threshold_a", "threshold_b", "control_mode", "resize_mode", "hr_option",
-                "inpaint_crop_input_image"):
+                "inpaint_crop_input_image", "union_control_type"):
         w[key].change(**sync_args)
 
     # the image: keep it on the server, then recompute
@@ -252,7 +259,7 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
     # control type: narrow both dropdowns (by the checkpoint's family too); the sliders follow the new
     # preprocessor in the same response, so no recomputation sees the new module with the old sliders
     def on_type(control_type, module, model, pixel_perfect):
-        choices = type_choices(control_type, ctx.preprocessors, ctx.model_names())
+        choices = type_choices(control_type, ctx.preprocessors, ctx.model_names(), ctx.union_models())
         if control_type == ALL:
             module = keep_or_default(module, choices.modules, choices.default_module)
             model = keep_or_default(model, choices.models, choices.default_model)
@@ -263,15 +270,15 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
                      else choices.default_model)
         return (gr.update(choices=choices.modules, value=module),
                 gr.update(choices=choices.models, value=model, label=model_label(ctx.preprocessors.get(module))),
-                *on_module(module, pixel_perfect)[:-2])
+                *on_module(module, pixel_perfect)[:-2], UnionControlType.from_tag(control_type).value)
 
     w["control_type"].change(fn=on_type, inputs=[w["control_type"], w["module"], w["model"], w["pixel_perfect"]],
                              outputs=[w["module"], w["model"], w["processor_res"], w["threshold_a"],
-                                      w["threshold_b"], w["control_mode"]],
+                                      w["threshold_b"], w["control_mode"], w["union_control_type"]],
                              queue=False, show_progress=QUIET).then(**sync_args)
 
     def on_refresh(control_type, model):
-        choices = type_choices(control_type, ctx.preprocessors, ctx.model_names(refresh=True))
+        choices = type_choices(control_type, ctx.preprocessors, ctx.model_names(refresh=True), ctx.union_models())
         return gr.update(choices=choices.models, value=keep_or_default(model, choices.models, choices.default_model))
 
     w["refresh_models"].click(fn=on_refresh, inputs=[w["control_type"], w["model"]], outputs=[w["model"]],

@@ -36,6 +36,7 @@ VALUE_KEYS = (
     "resize_mode",
     "hr_option",
     "inpaint_crop_input_image",
+    "union_control_type",  # hidden: set by the Control Type radio (see unit_panel)
 )
 
 
@@ -84,6 +85,7 @@ def unit_payload(values: Mapping[str, Any], *, preprocessors: Registry, tab: str
         # img2img has no hires fix: the reference forces Both there
         "hr_option": values["hr_option"] if tab == "txt2img" else HiResFixOption.BOTH.value,
         "inpaint_crop_input_image": bool(values["inpaint_crop_input_image"]),
+        "union_control_type": values["union_control_type"],
     }
 
 
@@ -135,4 +137,5 @@ def panel_values(unit: Unit, *, preprocessors: Registry, tab: str) -> dict[str, 
         "resize_mode": unit.resize_mode.value,
         "hr_option": unit.hr_option.value,
         "inpaint_crop_input_image": unit.inpaint_crop_input_image,
+        "union_control_type": unit.union_control_type.value,
     }

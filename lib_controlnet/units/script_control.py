@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..enums import ControlMode, ResizeMode
+from ..enums import ControlMode, ResizeMode, UnionControlType
 from ..errors import ControlNetError, InputError
 from .unit import Unit
 
@@ -40,6 +40,7 @@ ATTRIBUTES = {
     "control_net_guidance_strength": "guidance_end",  # the reference's old name
     "control_net_control_mode": "control_mode",
     "control_net_pixel_perfect": "pixel_perfect",
+    "control_net_union_control_type": "union_control_type",  # ours: the reference has no such attribute
 }
 UNIT_0_ONLY = {"control_net_enabled"}
 
@@ -71,6 +72,10 @@ def apply_overrides(units: Sequence[Unit], overrides: Mapping[str, Any], *,
         if not change:
             out.append(unit)
             continue
+        if "module" in change and "union_control_type" not in change:
+            # the union task the panel took from its Control Type radio belongs to the old preprocessor: let
+            # the new one's tags decide (generation.prepare_units) rather than run a depth map as Hard Edge
+            change["union_control_type"] = UnionControlType.UNKNOWN
         values = {**unit.to_dict(), "is_ui": unit.is_ui, **change}
         out.append(Unit.from_dict(values, index=index, is_known_module=is_known_module))
     return out
@@ -101,6 +106,7 @@ AXES = (
     Axis("[ControlNet] Pre Resolution", "control_net_pres", int),
     Axis("[ControlNet] Pre Threshold A", "control_net_pthr_a", float),
     Axis("[ControlNet] Pre Threshold B", "control_net_pthr_b", float),
+    Axis("[ControlNet] Union Control Type", "control_net_union_control_type", str, "union_types"),
 )
 
 
@@ -115,6 +121,8 @@ def axis_choices(axis: Axis, *, models: Callable[[], list[str]], modules: Callab
         return [m.value for m in ControlMode]
     if axis.choices == "resize_modes":
         return [m.value for m in ResizeMode]
+    if axis.choices == "union_types":
+        return [m.value for m in UnionControlType]
     return None
 
 

@@ -42,7 +42,7 @@ XYZ = "x/y/z plot"
 OUR_AXES = ["[ControlNet] Enabled", "[ControlNet] Model", "[ControlNet] Weight", "[ControlNet] Guidance Start",
             "[ControlNet] Guidance End", "[ControlNet] Control Mode", "[ControlNet] Resize Mode",
             "[ControlNet] Preprocessor", "[ControlNet] Pre Resolution", "[ControlNet] Pre Threshold A",
-            "[ControlNet] Pre Threshold B"]
+            "[ControlNet] Pre Threshold B", "[ControlNet] Union Control Type"]
 
 
 def axis_labels(img2img: bool = False) -> list[str]:

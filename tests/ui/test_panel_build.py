@@ -120,8 +120,9 @@ def test_control_type_event_narrows_both_dropdowns(models, registry):
     blocks, panel = _build(unit_count=1, models=models, preprocessors=registry, checkpoint_family=lambda: "sdxl")
     unit = panel.units[0]
     on_type = _handler(blocks, unit["control_type"], "change")
-    module, model, res, a, b, _ = on_type("Canny", "none", "None", False)
+    module, model, res, a, b, _, union_type = on_type("Canny", "none", "None", False)
     assert module["value"] == "canny" and "canny" in module["choices"] and "none" in module["choices"]
+    assert union_type == "Hard Edge"  # the union task of the type (the reference's hidden field)
     assert model["value"].startswith("canny_b ") and all(not m.startswith("canny_a") for m in model["choices"])
     assert a["label"] == "Low Threshold"  # sliders follow the type's preprocessor in the same response
 
@@ -132,7 +133,7 @@ def test_unit_event_recomputes_state_and_status(models, registry, astronaut):
     values = [unit[k].value if k != "image" else None for k in
               ("enabled", "low_vram", "pixel_perfect", "image", "upload_independent", "module", "model", "weight",
                "guidance_start", "guidance_end", "processor_res", "threshold_a", "threshold_b", "control_mode",
-               "resize_mode", "hr_option", "inpaint_crop_input_image")]
+               "resize_mode", "hr_option", "inpaint_crop_input_image", "union_control_type")]
     sync = _handler(blocks, unit["enabled"], "change", output=unit.state)
     assert sync is unit.sync
     values[0] = True

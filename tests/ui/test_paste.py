@@ -65,7 +65,8 @@ def test_pasted_units_come_back_with_every_field(models, registry):
         Unit.from_dict({"enabled": True, "module": "canny", "model": model, "weight": 0.6, "threshold_a": 50,
                         "threshold_b": 150, "processor_res": 384, "guidance_start": 0.1, "guidance_end": 0.8,
                         "control_mode": 2,
-                        "resize_mode": "Resize and Fill", "pixel_perfect": True, "hr_option": "Low res only"}),
+                        "resize_mode": "Resize and Fill", "pixel_perfect": True, "hr_option": "Low res only",
+                        "union_control_type": "Depth"}),
         Unit(),
         Unit.from_dict({"enabled": True, "module": "lineart_standard", "model": model, "processor_res": 768,
                         "threshold_a": 0.5, "threshold_b": 0.5}),
@@ -76,7 +77,7 @@ def test_pasted_units_come_back_with_every_field(models, registry):
     for index in (0, 2):
         state = _state(panel.units[index], shown[index])
         assert state.enabled
-        for field in (*INFOTEXT_FIELDS, "hr_option"):
+        for field in (*INFOTEXT_FIELDS, "hr_option", "union_control_type"):
             assert getattr(state, field) == getattr(written[index], field), (index, field)
         assert shown[index]["status"].startswith("Pasted from infotext")
         assert shown[index][PASTED_SLIDERS] == ""  # used once, then forgotten

@@ -45,6 +45,18 @@ def write_controlnet(path: Path, family: str) -> Path:
     return path
 
 
+def write_union(path: Path) -> Path:
+    """An SDXL ControlNet Union file (xinsir's task head on the SDXL arch), named without "union"."""
+    from lib_controlnet.models.networks.controlnet_union import ControlNetUnion, UnionSpec
+
+    with torch.device("meta"):
+        net = ControlNetUnion(ARCHS["sdxl"], UnionSpec(6, 8, 32, 32, heads=8, layers=1))
+    tensors = {k: torch.zeros(v.shape, dtype=torch.float16) for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
 def write_model_folder(folder: Path) -> dict[str, str]:
     """A model folder with SD1 and SDXL canny models (families only in their shapes, not their names), an SD1
     lineart model, and an SDXL pickle whose family only its name tells. Returns {file name: family}."""

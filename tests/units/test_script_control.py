@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lib_controlnet.enums import ControlMode, ResizeMode
+from lib_controlnet.enums import ControlMode, ResizeMode, UnionControlType
 from lib_controlnet.errors import InputError
 from lib_controlnet.preprocessors import default_registry
 from lib_controlnet.units.script_control import (
@@ -81,7 +81,8 @@ def test_axes_use_the_reference_labels_and_set_attributes():
     assert labels == ["[ControlNet] Enabled", "[ControlNet] Model", "[ControlNet] Weight",
                       "[ControlNet] Guidance Start", "[ControlNet] Guidance End", "[ControlNet] Control Mode",
                       "[ControlNet] Resize Mode", "[ControlNet] Preprocessor", "[ControlNet] Pre Resolution",
-                      "[ControlNet] Pre Threshold A", "[ControlNet] Pre Threshold B"]
+                      "[ControlNet] Pre Threshold A", "[ControlNet] Pre Threshold B",
+                      "[ControlNet] Union Control Type"]  # the last one is ours
     assert all(a.attribute in ATTRIBUTES for a in AXES)
     p = SimpleNamespace()
     weight = next(a for a in AXES if a.label == "[ControlNet] Weight")
@@ -102,6 +103,24 @@ def test_axis_choices_and_checks():
         check_axis_values(by_label["[ControlNet] Guidance End"], [0.5, 1.5])
     with pytest.raises(InputError, match="Preprocessor"):
         check_axis_values(by_label["[ControlNet] Preprocessor"], ["canny", "nope"], is_known_module=KNOWN)
+
+
+def test_union_control_type_axis_and_a_preprocessor_change():
+    """A Preprocessor cell drops the union task the panel took from its radio (the new preprocessor's tags
+    decide it in generation); a Union Control Type cell sets it."""
+    by_label = {a.label: a for a in AXES}
+    axis = by_label["[ControlNet] Union Control Type"]
+    assert axis_choices(axis, models=list, modules=list) == [t.value for t in UnionControlType]
+    check_axis_values(axis, ["Depth", "Tile"])
+    with pytest.raises(InputError, match="Union Control Type"):
+        check_axis_values(axis, ["Colour"])
+    units = [Unit.from_dict({"enabled": True, "module": "canny", "model": "u", "union_control_type": "Hard Edge"})]
+    (moved,) = apply_overrides(units, {"control_net_module": "depth"})
+    assert moved.module == "depth" and moved.union_control_type == UnionControlType.UNKNOWN
+    (both,) = apply_overrides(units, {"control_net_module": "depth", "control_net_union_control_type": "Depth"})
+    assert both.union_control_type == UnionControlType.DEPTH
+    (kept,) = apply_overrides(units, {"control_net_weight": 0.5})
+    assert kept.union_control_type == UnionControlType.HARD_EDGE
 
 
 def test_axis_cells_are_checked_against_the_units_as_sent():
