@@ -119,7 +119,7 @@ ISSUE_16B = "issue 16, second half (segmentation, DWPose, animal pose, DensePose
 PENDING = {
     **dict.fromkeys(("depth_leres", "depth_leres++", "depth_zoe", "depth_anything", "depth_hand_refiner",
                      "normal_dsine", "softedge_teed", "softedge_anyline"), ISSUE_16A),
-    **dict.fromkeys(("oneformer_ade20k", "oneformer_coco", "densepose", "densepose_parula"), ISSUE_16B),
+    **dict.fromkeys(("oneformer_ade20k", "oneformer_coco"), ISSUE_16B),
     **dict.fromkeys(("ip-adapter_clip_sd15", "ip-adapter_clip_sdxl", "ip-adapter_clip_sdxl_plus_vith",
                      "ip-adapter_face_id", "ip-adapter_face_id_plus", "ip-adapter-auto", "ip-adapter_pulid",
                      "clip_vision", "instant_id_face_keypoints", "instant_id_face_embedding"), IP_ADAPTER),
