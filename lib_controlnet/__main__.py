@@ -43,14 +43,7 @@ def describe(path: Path) -> str:
         raise
     except ControlNetError as e:
         return f"{path.name}: cannot be used: {e.message}"
-    arch = model.net.arch
-    variant = f" ({model.variant})" if model.variant else ""
-    return (
-        f"{path.name}: {model.kind}, {model.family}{variant}, format {model.format}, {model.num_outputs} residuals, "
-        f"{sum(p.numel() for p in model.net.parameters()) / 1e6:.1f} M params in {model.dtype}, "
-        f"hint {arch.hint_channels} ch, context {arch.context_dim}, "
-        f"{'pooled (shuffle)' if model.global_average_pooling else 'spatial'} residuals"
-    )
+    return f"{path.name}: {model.describe()}"
 
 
 def write_demo_model(folder: Path) -> Path:

@@ -47,7 +47,9 @@ class GenerationInputs:
     inpaint_only_masked: bool = False
     inpaint_padding: int = 32
     hires_size: tuple[int, int] | None = None  # (h, w) of the hires-fix pass's hint, when hires fix is on
-    base_unet: Mapping[str, torch.Tensor] | None = None  # for "difference" ControlNets
+    # the host UNet's state dict, ldm names, for "difference" ControlNets and Control-LoRAs; pass
+    # `unet.state_dict(keep_vars=True)`: Control-LoRAs hold its parameters weakly and read them at call time
+    base_unet: Mapping[str, torch.Tensor] | None = None
     base_id: object = None  # identifies the host checkpoint (its hash) for the model cache
     generation_param_keys: Sequence[str] = ()  # infotext keys so far (an upscale script asks for the crop)
     ignore_noninpaint_mask: bool = False  # the controlnet_ignore_noninpaint_mask setting

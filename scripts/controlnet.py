@@ -347,7 +347,7 @@ def _generation_inputs(p) -> GenerationInputs:
         inpaint_only_masked=bool(getattr(p, "inpaint_full_res", False)),
         inpaint_padding=int(getattr(p, "inpaint_full_res_padding", 32)),
         hires_size=hires,
-        base_unet=unet.state_dict(),
+        base_unet=unet.state_dict(keep_vars=True),  # live parameters: Control-LoRAs read them at call time
         base_id=getattr(p.sd_model, "sd_model_hash", None),
         generation_param_keys=tuple(p.extra_generation_params),
         ignore_noninpaint_mask=option("controlnet_ignore_noninpaint_mask"),

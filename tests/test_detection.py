@@ -73,9 +73,6 @@ def test_difference_controlnet(sd15):
 @pytest.mark.parametrize(
     "shapes, name",
     [
-        ({"lora_controlnet": (0,), "input_hint_block.0.weight": (16, 3, 3, 3)}, "control-lora"),
-        ({"adapter.body.0.resnets.0.block1.weight": (320, 320, 3, 3)}, "t2i-adapter"),
-        ({"body.0.in_conv.weight": (320, 192, 1, 1)}, "t2i-adapter"),
         ({"image_proj.proj.weight": (3072, 1024), "ip_adapter.1.to_k_ip.weight": (320, 768)}, "ip-adapter"),
         ({"lllite_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.down.0.weight": (32, 320)}, "controllllite"),
     ],

@@ -9,6 +9,8 @@ PY=${PYTHON:-python3}
 .venv/bin/pip install -q -r requirements-dev.txt
 # ldm's UNetModel, the reference implementation the hook is tested on; its declared deps would pull CUDA torch.
 .venv/bin/pip install -q --no-deps stable-diffusion-sdkit==2.1.5
+# peft: diffusers' Control-LoRA oracle (load_lora_adapter); its declared deps would pull torch/transformers upgrades.
+.venv/bin/pip install -q --no-deps peft==0.17.1 accelerate==1.10.1 psutil==7.2.2
 .venv/bin/python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
 # The standalone host's pipeline: transformers (CLIP text encoder), diffusers (schedulers), and open_clip for
 # nothing but the CLIP BPE vocabulary file it ships (--no-deps: its dependencies would pull torchvision).

@@ -63,7 +63,8 @@ def check_advanced_weighting(values: Sequence[float], num_outputs: int, *, unit:
     # A list of the wrong length is an error: the reference zips it and silently drops residuals.
     if len(values) != num_outputs:
         raise InputError(
-            f"needs exactly {num_outputs} values for this model (13 for SD1.x/2.x, 10 for SDXL), got {len(values)}",
+            f"needs exactly {num_outputs} values for this model (13 for SD1.x/2.x ControlNets, 10 for SDXL, "
+            f"4 for T2I-Adapters), got {len(values)}",
             unit=unit,
             field="advanced_weighting",
         )

@@ -46,7 +46,8 @@ class ControlModel:
         self.depends_on_base = depends_on_base
 
     def __repr__(self) -> str:
-        return f"ControlModel({self.path.name!r}, kind={self.kind}, family={self.family}, format={self.format})"
+        name = type(self).__name__
+        return f"{name}({self.path.name!r}, kind={self.kind}, family={self.family}, format={self.format})"
 
     @property
     def num_outputs(self) -> int:
@@ -76,6 +77,17 @@ class ControlModel:
 
     def parameter_bytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.net.parameters())
+
+    def describe(self) -> str:
+        """One line for `python -m lib_controlnet`."""
+        arch = self.net.arch
+        variant = f" ({self.variant})" if self.variant else ""
+        return (
+            f"{self.kind}, {self.family}{variant}, format {self.format}, {self.num_outputs} residuals, "
+            f"{sum(p.numel() for p in self.net.parameters()) / 1e6:.1f} M params in {self.dtype}, "
+            f"hint {arch.hint_channels} ch, context {arch.context_dim}, "
+            f"{'pooled (shuffle)' if self.global_average_pooling else 'spatial'} residuals"
+        )
 
     def encode_hint(self, hint: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

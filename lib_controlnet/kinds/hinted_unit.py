@@ -65,11 +65,16 @@ class HintedUnit(Effect):
             )
         if self.advanced_weighting is not None:
             check_advanced_weighting(self.advanced_weighting, self.num_scales, unit=self.index)
-        for name, t in (("image", self.hint), ("image", self.hint_hires)):
-            if t is not None and (t.ndim != 4 or t.shape[1] != self.hint_channels):
-                raise InputError(
-                    f"hint must be [N, {self.hint_channels}, H, W], got {tuple(t.shape)}", unit=self.index, field=name
-                )
+        for t in (self.hint, self.hint_hires):
+            if t is not None:
+                self.check_hint(t)
+
+    def check_hint(self, t: torch.Tensor) -> None:
+        """Kinds whose input is not an image map (CLIP tokens) say what they take instead."""
+        if t.ndim != 4 or t.shape[1] != self.hint_channels:
+            raise InputError(
+                f"hint must be [N, {self.hint_channels}, H, W], got {tuple(t.shape)}", unit=self.index, field="image"
+            )
 
     # --- Effect ----------------------------------------------------------------------------------------
     def check(self, target: HookTarget) -> None:

@@ -12,13 +12,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from ..errors import ModelFileError, NotAControlModelError
+from .conversion.control_lora import CONTROL_LORA_MARKER, control_lora_shapes
 from .conversion.difference import DIFFERENCE_MARKER
 from .conversion.diffusers_controlnet import DIFFUSERS_CONTROLNET_MARKER, diffusers_to_ldm_names
+from .conversion.diffusers_t2i_adapter import DIFFUSERS_T2I_MARKERS, diffusers_t2i_to_original_names
 from .conversion.union import is_union_key, union_key_names
 from .networks.arch import ControlNetArch, arch_from_shapes
+from .networks.t2i_adapter import AdapterArch, StyleArch, adapter_arch_from_shapes, style_arch_from_shapes
 
 Shapes = Mapping[str, tuple[int, ...]]
 LDM_PREFIX = "control_model."
+
+
+# (keys without the `control_model.` prefix, config) -> (key map: stripped key -> network key, arch, family)
+Analyse = Callable[[Shapes, "Mapping | None"], "tuple[dict[str, str], object, str]"]
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,8 @@ class FormatRule:
     matches: Callable[[Shapes], bool]
     supported: bool = True
     description: str = ""
-    kind: str = "controlnet"  # the model kind (model_kinds.BUILDERS) that runs this format
+    kind: str = "controlnet"  # the model kind (kinds.BUILDERS) that runs this format
+    analyse: Analyse | None = None  # kinds other than ControlNets say here what network the keys describe
 
 
 def _has(*keys: str) -> Callable[[Shapes], bool]:
@@ -38,15 +46,56 @@ def _any_contains(fragment: str) -> Callable[[Shapes], bool]:
     return lambda s: any(fragment in k for k in s)
 
 
+def _t2i_adapter(shapes: Shapes, config: Mapping | None):
+    """Full and light adapters, original layout (an `adapter.` prefix tolerated) or diffusers'."""
+    if any(k in shapes for k in DIFFUSERS_T2I_MARKERS):
+        key_map = diffusers_t2i_to_original_names(shapes)
+    else:
+        key_map = {k: k.removeprefix("adapter.") for k in shapes}
+    arch = adapter_arch_from_shapes({key_map[k]: v for k, v in shapes.items()})
+    return key_map, arch, "sdxl" if arch.is_sdxl else "sd1"
+
+
+def _t2i_style(shapes: Shapes, config: Mapping | None):
+    arch = style_arch_from_shapes(shapes)
+    family = {768: "sd1", 1024: "sd2", 2048: "sdxl"}.get(arch.context_dim)
+    if family is None:
+        raise ModelFileError(f"a style adapter for a {arch.context_dim}-wide text context fits no SD family")
+    return {k: k for k in shapes}, arch, family
+
+
+def _control_lora(shapes: Shapes, config: Mapping | None):
+    """The ControlNet the LoRA describes: `X.up`/`X.down` pairs stand for the weight `X.weight` (the host's)."""
+    ldm_shapes = control_lora_shapes(shapes)
+    arch = arch_from_shapes(ldm_shapes)
+    family_rule = next(r for r in FAMILY_RULES if r.matches(arch))
+    arch = replace(arch, **family_rule.heads)
+    return {k: k for k in shapes if k != CONTROL_LORA_MARKER}, arch, family_rule.family
+
+
+def _is_t2i_full(s: Shapes) -> bool:
+    return any(k in s for k in ("conv_in.weight", "adapter.conv_in.weight")) and any(
+        k in s for k in ("body.0.block1.weight", "adapter.body.0.block1.weight"))
+
+
+def _is_t2i_light(s: Shapes) -> bool:
+    return any(f"{p}body.0.in_conv.weight" in s and f"{p}body.0.out_conv.weight" in s for p in ("", "adapter."))
+
+
 # Checked in order; the first match wins. Keys are already stripped of the `control_model.` prefix.
 FORMAT_RULES: tuple[FormatRule, ...] = (
-    FormatRule("control-lora", _has("lora_controlnet"), False, "Stability Control-LoRA"),
+    FormatRule("control-lora", _has(CONTROL_LORA_MARKER), True, "Stability Control-LoRA", "control_lora",
+               _control_lora),
     FormatRule("sparsectrl", _any_contains("motion_modules."), False, "AnimateDiff SparseCtrl"),
     FormatRule("controlnet-union", _any_contains("control_add_embedding."), True, "ControlNet Union / ProMax",
                kind="controlnet_union"),
     FormatRule("diffusers-controlnet", _has(DIFFUSERS_CONTROLNET_MARKER), True, "diffusers ControlNetModel"),
-    FormatRule("t2i-adapter", lambda s: any(k.startswith(("adapter.", "body.")) for k in s) or "conv_in.weight" in s,
-               False, "T2I-Adapter"),
+    FormatRule("diffusers-t2i-adapter", lambda s: any(k in s for k in DIFFUSERS_T2I_MARKERS), True,
+               "diffusers T2IAdapter", "t2i_adapter", _t2i_adapter),
+    FormatRule("t2i-style-adapter", _has("style_embedding", "proj"), True, "T2I-Adapter style", "t2i_style_adapter",
+               _t2i_style),
+    FormatRule("t2i-adapter-light", _is_t2i_light, True, "T2I-Adapter light", "t2i_adapter", _t2i_adapter),
+    FormatRule("t2i-adapter", _is_t2i_full, True, "T2I-Adapter", "t2i_adapter", _t2i_adapter),
     FormatRule("ip-adapter", lambda s: any(k.startswith(("ip_adapter", "image_proj")) for k in s), False,
                "IP-Adapter"),
     FormatRule("controllllite", _any_contains("lllite"), False, "ControlLLLite"),
@@ -79,7 +128,7 @@ class Detection:
     format: str
     kind: str
     family: str
-    arch: ControlNetArch
+    arch: ControlNetArch | AdapterArch | StyleArch
     key_map: dict[str, str]  # source key -> ldm key, for every tensor the network takes
     prefix: str = ""
     is_difference: bool = False
@@ -87,7 +136,7 @@ class Detection:
     @property
     def variant(self) -> str:
         """SDXL 'full'/'mid'/'small' by its deepest transformer; '' for SD1/SD2."""
-        if self.family != "sdxl":
+        if self.family != "sdxl" or not isinstance(self.arch, ControlNetArch):
             return ""
         depth = max((b.attention_depth or 0 for b in self.arch.input_blocks if hasattr(b, "attention_depth")),
                     default=0)
@@ -114,6 +163,10 @@ def detect(shapes: Shapes, config: Mapping | None = None) -> Detection:
         )
     if not rule.supported:
         raise ModelFileError(f"recognised as {rule.description} ({rule.name}), which is not supported yet")
+    if rule.analyse is not None:
+        key_map, arch, family = rule.analyse(stripped, config)
+        return Detection(format=rule.name, kind=rule.kind, family=family, arch=arch,
+                         key_map={prefix + k: v for k, v in key_map.items()}, prefix=prefix)
 
     extra_keys: dict[str, str] = {}
     if rule.name == "controlnet-union":  # an SDXL ControlNet in either layout, plus its task-fusion head

@@ -154,7 +154,7 @@ class GenerationService:
             seed=(plan.seed + plan.subseed) & 0xFFFFFFFF,
             init_image=init_image,
             inpaint_mask=mask,
-            base_unet=model.unet.state_dict(),
+            base_unet=model.unet.state_dict(keep_vars=True),  # live parameters (Control-LoRA)
             base_id=model.short_hash(),
             generation_param_keys=tuple(request.extra_generation_params),
             ignore_noninpaint_mask=self.config.option("controlnet_ignore_noninpaint_mask", plan.overrides),

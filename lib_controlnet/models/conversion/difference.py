@@ -33,7 +33,7 @@ def merge_difference(
                 raise IncompatibleModelError(
                     f"{name}: '{key}' is {tuple(value.shape)} but the host UNet's is {tuple(base.shape)}"
                 )
-            value = value + base.to(device=value.device, dtype=value.dtype)
+            value = value + base.detach().to(device=value.device, dtype=value.dtype)
             matched += 1
         merged[key] = value
     if matched == 0:
