@@ -115,11 +115,9 @@ IP_ADAPTER = "IP-Adapter / CLIP-vision embeddings: built by the IP-Adapter issue
 MODEL_FREE = "model-free reference/revision modules: built by the model-free issue"
 LAMA = "inpaint_only+lama: built by the LaMa inpainting issue"
 ISSUE_16A = "issue 16, first half (depth_leres/++, depth_zoe, depth_anything, depth_hand_refiner, normal_dsine, teed)"
-ISSUE_16B = "issue 16, second half (segmentation, DWPose, animal pose, DensePose, MobileSAM, facexlib)"
 PENDING = {
     **dict.fromkeys(("depth_leres", "depth_leres++", "depth_zoe", "depth_anything", "depth_hand_refiner",
                      "normal_dsine", "softedge_teed", "softedge_anyline"), ISSUE_16A),
-    **dict.fromkeys(("oneformer_ade20k", "oneformer_coco"), ISSUE_16B),
     **dict.fromkeys(("ip-adapter_clip_sd15", "ip-adapter_clip_sdxl", "ip-adapter_clip_sdxl_plus_vith",
                      "ip-adapter_face_id", "ip-adapter_face_id_plus", "ip-adapter-auto", "ip-adapter_pulid",
                      "clip_vision", "instant_id_face_keypoints", "instant_id_face_embedding"), IP_ADAPTER),
