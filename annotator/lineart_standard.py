@@ -15,7 +15,9 @@ MIN_NORMALISER = 16.0
 MID_GREY = 127.0
 
 
-def _lineart(img: np.ndarray) -> np.ndarray:
+def line_strength(img: np.ndarray) -> np.ndarray:
+    """HxW uint8: how much darker each pixel is than its blurred surroundings, scaled so typical lines are
+    mid-grey (softedge_anyline builds on it too)."""
     x = img.astype(np.float32)
     darkness = channel_min(cv2.GaussianBlur(x, (0, 0), BLUR_SIGMA) - x).clip(0, 255)
     lines = darkness[darkness > LINE_FLOOR]
@@ -25,4 +27,4 @@ def _lineart(img: np.ndarray) -> np.ndarray:
 
 def lineart_standard(image: np.ndarray, resolution: float) -> np.ndarray:
     img = resize_short_side(hwc3(image), resolution)
-    return gray_to_rgb(apply_padded(img, _lineart))
+    return gray_to_rgb(apply_padded(img, line_strength))

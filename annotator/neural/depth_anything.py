@@ -1,6 +1,7 @@
-"""Depth Anything V2: a DINOv2 ViT (patch 14) with a DPT head, in the layout of the published checkpoints
-(depth_anything_v2_vit{s,b,l}.pth, or the reference's depth_anything_v2_vitl.safetensors); the size is
-read from the file."""
+"""Depth Anything (V1 and V2): a DINOv2 ViT (patch 14) with a DPT head, in the layout of the published
+checkpoints (V2: depth_anything_v2_vit{s,b,l}.pth, or the reference's depth_anything_v2_vitl.safetensors;
+V1: depth_anything_vit{s,b,l}14.pth); the size is read from the file. The two versions have the same
+layout and differ in the blocks the head reads: V1 takes the last four, V2 four spread over the depth."""
 
 from __future__ import annotations
 
@@ -32,7 +33,12 @@ class Size:
     heads: int
     features: int
     channels: tuple[int, int, int, int]
-    taps: tuple[int, int, int, int]  # blocks whose outputs feed the head
+    taps: tuple[int, int, int, int]  # blocks whose outputs feed the head (V2)
+
+    @property
+    def last_four(self) -> tuple[int, int, int, int]:
+        """V1's taps: `get_intermediate_layers(x, 4)`, the last four blocks."""
+        return tuple(range(self.depth - 4, self.depth))
 
 
 SIZES = {
@@ -110,24 +116,29 @@ class DepthHead(nn.Module):
 class DepthAnythingV2(nn.Module):
     """ImageNet-normalised RGB (sides multiples of 14) -> relative inverse depth (1 x H x W, >= 0)."""
 
-    def __init__(self, size: Size, image_size: int = TRAIN_SIZE):
+    def __init__(self, size: Size, image_size: int = TRAIN_SIZE, v1: bool = False):
         super().__init__()
         self.size = size
+        self.taps = size.last_four if v1 else size.taps
         self.pretrained = DinoV2(size, image_size)
         self.depth_head = DepthHead(size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = x.shape[2] // PATCH, x.shape[3] // PATCH
-        features = self.pretrained.intermediate(x, self.size.taps)
+        features = self.pretrained.intermediate(x, self.taps)
         return F.relu(self.depth_head(features, rows, cols)).squeeze(1)
 
 
-def build_from_state(state: Mapping[str, torch.Tensor] | None) -> DepthAnythingV2:
+def build_from_state(state: Mapping[str, torch.Tensor] | None, v1: bool = False) -> DepthAnythingV2:
     """The size whose embedding width the file has (ViT-L when there is no state)."""
     dim = 1024 if state is None else int(state["pretrained.cls_token"].shape[-1])
     if dim not in SIZES:
         raise ValueError(f"an embedding width of {dim} is none of ViT-S/B/L (384/768/1024)")
-    return DepthAnythingV2(SIZES[dim])
+    return DepthAnythingV2(SIZES[dim], v1=v1)
+
+
+def build_v1_from_state(state: Mapping[str, torch.Tensor] | None) -> DepthAnythingV2:
+    return build_from_state(state, v1=True)
 
 
 _V2_REPOS = {
@@ -138,6 +149,11 @@ _V2_REPOS = {
 }
 DEPTH_ANYTHING_V2 = NetSpec("Depth Anything V2", WeightFile(tuple(_V2_REPOS), "depth_anything_v2", repos=_V2_REPOS),
                             build_from_state)
+_V1_PAGE = "https://huggingface.co/spaces/LiheYoung/Depth-Anything/blob/main/checkpoints/"
+_V1_URLS = {name: _V1_PAGE + name for name in
+            ("depth_anything_vitl14.pth", "depth_anything_vitb14.pth", "depth_anything_vits14.pth")}
+DEPTH_ANYTHING_V1 = NetSpec("Depth Anything", WeightFile(tuple(_V1_URLS), "depth_anything", urls=_V1_URLS),
+                            build_v1_from_state)
 
 
 def network_input(img: np.ndarray) -> np.ndarray:
@@ -155,10 +171,11 @@ def network_input(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None]).astype(np.float32)
 
 
-def depth_anything_v2_depth(img: np.ndarray, models: AnnotatorModels | None = None) -> np.ndarray:
+def depth_anything_v2_depth(img: np.ndarray, models: AnnotatorModels | None = None,
+                            spec: NetSpec = DEPTH_ANYTHING_V2) -> np.ndarray:
     """HxW uint8 relative depth (near = bright) of an RGB uint8 image."""
     models = default_models() if models is None else models
-    net = models.get(DEPTH_ANYTHING_V2)
+    net = models.get(spec)
     height, width = img.shape[:2]
     with models.running(net) as device:
         depth = net(torch.from_numpy(network_input(img)).to(device))
@@ -172,3 +189,10 @@ def depth_anything_v2_depth(img: np.ndarray, models: AnnotatorModels | None = No
 def depth_anything_v2(image: np.ndarray, resolution: float, models: AnnotatorModels | None = None) -> np.ndarray:
     img = resize_short_side(hwc3(image), resolution)
     return gray_to_rgb(apply_padded(img, lambda x: depth_anything_v2_depth(x, models)))
+
+
+def depth_anything(image: np.ndarray, resolution: float, models: AnnotatorModels | None = None) -> np.ndarray:
+    """V1: the same pre- and post-processing as V2 (the reference's two detectors are identical but for
+    the network)."""
+    img = resize_short_side(hwc3(image), resolution)
+    return gray_to_rgb(apply_padded(img, lambda x: depth_anything_v2_depth(x, models, DEPTH_ANYTHING_V1)))

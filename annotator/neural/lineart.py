@@ -60,22 +60,27 @@ LINEART_COARSE = NetSpec("lineart_coarse (informative drawings)", WeightFile(("s
 
 
 class _UnetLevel(nn.Module):
-    """One U-Net level: down (4x4 stride 2), the inner levels, up (4x4 transposed), and the skip concat.
-    Instance norm without parameters; the outermost level ends in tanh and has no skip."""
+    """One pix2pix U-Net level: down (4x4 stride 2), the inner levels, up (4x4 transposed), and the skip concat.
+    Instance norm without parameters, or (`norm=False`, LeReS' merge network) no norm and no biases but the
+    last one; the outermost level ends in tanh and has no skip."""
 
     def __init__(self, outer: int, inner: int, inside: nn.Module | None, *, image_channels: int | None = None,
-                 outermost: bool = False):
+                 outermost: bool = False, norm: bool = True):
         super().__init__()
         self.outermost = outermost
-        down = nn.Conv2d(image_channels or outer, inner, 4, stride=2, padding=1)
+
+        def normed(channels: int) -> nn.Module:
+            return nn.InstanceNorm2d(channels) if norm else nn.Identity()
+
+        down = nn.Conv2d(image_channels or outer, inner, 4, stride=2, padding=1, bias=norm)
         if outermost:
             layers = [down, inside, nn.ReLU(), nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1), nn.Tanh()]
         elif inside is None:  # innermost
-            layers = [nn.LeakyReLU(0.2), down, nn.ReLU(), nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1),
-                      nn.InstanceNorm2d(outer)]
+            layers = [nn.LeakyReLU(0.2), down, nn.ReLU(), nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1,
+                                                                             bias=norm), normed(outer)]
         else:
-            layers = [nn.LeakyReLU(0.2), down, nn.InstanceNorm2d(inner), inside, nn.ReLU(),
-                      nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1), nn.InstanceNorm2d(outer)]
+            layers = [nn.LeakyReLU(0.2), down, normed(inner), inside, nn.ReLU(),
+                      nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1, bias=norm), normed(outer)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,17 +90,22 @@ class _UnetLevel(nn.Module):
         return torch.cat([F.leaky_relu(x, 0.2), self.model(x)], 1)
 
 
+def pix2pix_unet(image_channels: int, downsamplings: int, width: int = 64, norm: bool = True) -> _UnetLevel:
+    """pix2pix's UnetGenerator, built from the innermost level out (the file's `model.model.1.model.3...`)."""
+    level = _UnetLevel(width * 8, width * 8, None, norm=norm)
+    for _ in range(downsamplings - 5):
+        level = _UnetLevel(width * 8, width * 8, level, norm=norm)
+    for outer, inner in ((width * 4, width * 8), (width * 2, width * 4), (width, width * 2)):
+        level = _UnetLevel(outer, inner, level, norm=norm)
+    return _UnetLevel(1, width, level, image_channels=image_channels, outermost=True, norm=norm)
+
+
 class AnimeUnet(nn.Module):
     """RGB in [-1, 1] -> one channel in [-1, 1]; the input side must be a multiple of 256."""
 
     def __init__(self, _state=None, downsamplings: int = 8, width: int = 64):
         super().__init__()
-        level = _UnetLevel(width * 8, width * 8, None)
-        for _ in range(downsamplings - 5):
-            level = _UnetLevel(width * 8, width * 8, level)
-        for outer, inner in ((width * 4, width * 8), (width * 2, width * 4), (width, width * 2)):
-            level = _UnetLevel(outer, inner, level)
-        self.model = _UnetLevel(1, width, level, image_channels=3, outermost=True)
+        self.model = pix2pix_unet(3, downsamplings, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

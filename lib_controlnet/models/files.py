@@ -116,8 +116,9 @@ def _is_zip(path: Path) -> bool:
 
 
 def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
-    # Lightning checkpoints wrap the weights in {"state_dict": ...}; some tools use {"model": ...}.
-    for key in ("state_dict", "model", "module"):
+    # Lightning checkpoints wrap the weights in {"state_dict": ...}; some tools use {"model": ...}; LeReS'
+    # res101.pth keeps its network under "depth_model" (beside the shift and focal-length networks).
+    for key in ("state_dict", "model", "module", "depth_model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict) and not _all_tensors(obj):
             obj = obj[key]
     if not isinstance(obj, dict):

@@ -67,6 +67,16 @@ NEURAL_REFERENCE = {
     "normal_bae": ("normal_bae", 100, ("NormalMap",), None, None),
     "dw_openpose_full": ("dw_openpose_full", 0, ("OpenPose",), None, None),
     "animal_openpose": ("animal_openpose", 0, ("OpenPose",), None, None),
+    "depth_anything": ("depth_anything", 0, ("Depth",), None, None),
+    "depth_zoe": ("depth_zoe", 0, ("Depth",), None, None),
+    "depth_leres": ("depth_leres", 0, ("Depth",), ("Remove Near %", 0, 0, 100, 0.1),
+                    ("Remove Background %", 0, 0, 100, 0.1)),
+    "depth_leres++": ("depth_leres++", 0, ("Depth",), ("Remove Near %", 0, 0, 100, 0.1),
+                      ("Remove Background %", 0, 0, 100, 0.1)),
+    "depth_hand_refiner": ("depth_hand_refiner", 0, ("Depth",), None, None),
+    "normal_dsine": ("normal_dsine", 0, ("NormalMap",), ("Fov", 60, 0, 360, 0.1), ("Iterations", 5, 1, 20, 1)),
+    "softedge_teed": ("softedge_teed", 0, ("SoftEdge",), ("Safe Steps", 2, 0, 10, 1), None),
+    "softedge_anyline": ("softedge_anyline", 0, ("SoftEdge",), ("Safe Steps", 2, 0, 10, 1), None),
 }
 # The reference shows Resolution (512, 64-2048, step 8) for all of these, and hides it for the others.
 HIDDEN_RESOLUTION = {"invert", "inpaint", "inpaint_only", "shuffle"}
