@@ -20,10 +20,11 @@ import torch
 from .controls import ControlRequest, NoiseModifier, PixelPost
 from .controls import build as build_controls
 from .enums import HiResFixOption, ResizeMode
-from .errors import ControlNetError, InputError
+from .errors import ControlNetError, IncompatibleModelError, InputError
 from .hook.effect import Effect
 from .kinds import unit_class
 from .models.cache import ModelCache
+from .models.headers import cached_header
 from .models.registry import ModelRegistry
 from .preprocessors import Registry, ResultCache, resolve_params, run_preprocessor
 from .preprocessors.params import unused_resolution_note
@@ -114,10 +115,11 @@ def prepare_units(
     return prepared
 
 
-def check_unit_setup(unit: Unit, *, models: ModelRegistry, preprocessors: Registry):
+def check_unit_setup(unit: Unit, *, models: ModelRegistry, preprocessors: Registry, family: str | None = None):
     """What can be checked of an enabled unit before any image is read: a preprocessor that generations can
-    use, and a model file that exists. Returns (preprocessor, model entry); InputError/NotFoundError name the
-    field (the caller adds the unit)."""
+    use, and a model file that exists (and, with the checkpoint's `family`, whose header says it fits). Returns
+    (preprocessor, model entry); InputError/NotFoundError/IncompatibleModelError name the field (the caller
+    adds the unit)."""
     preprocessor = preprocessors.get(unit.module)
     if preprocessor is None:
         raise InputError(f"module {unit.module!r} is not a known preprocessor", field="module")
@@ -128,9 +130,19 @@ def check_unit_setup(unit: Unit, *, models: ModelRegistry, preprocessors: Regist
     if not unit.has_model:
         raise InputError("no ControlNet model selected", field="model")
     try:
-        return preprocessor, models.resolve(unit.model)
+        entry = models.resolve(unit.model)
     except ControlNetError as exc:
         raise exc.at(field="model") from None
+    header = cached_header(entry.path)
+    check_family(entry.name, header[0] if header else None, family)
+    return preprocessor, entry
+
+
+def check_family(name: str, model_family: str | None, family: str | None) -> None:
+    """A model of another SD family than the checkpoint's fails before anything runs (unknown: allowed)."""
+    if model_family and family and model_family != family:
+        raise IncompatibleModelError(f"{name} is made for {model_family} but the checkpoint is {family}",
+                                     field="model")
 
 
 NO_IMAGE = "the unit is enabled but has no input image"
@@ -143,7 +155,7 @@ def check_unit_image(unit: Unit, *, has_init_image: bool) -> None:
 
 
 def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, preprocessors, result_cache):
-    preprocessor, entry = check_unit_setup(unit, models=models, preprocessors=preprocessors)
+    preprocessor, entry = check_unit_setup(unit, models=models, preprocessors=preprocessors, family=inputs.family)
     if preprocessor.name == "inpaint_only" and inputs.inpaint_mask is not None:
         # A1111 inpaints the masked area itself; pasting the rest back twice fights it (the reference's rule)
         logger.warning("ControlNet unit %s: A1111's inpaint mask and inpaint_only both keep the unmasked area; "
@@ -193,6 +205,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     effects: list[Effect] = []
     if entry is not None:
         model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
+        check_family(entry.name, model.family, inputs.family)  # files without a readable header (pickles)
         region = decode_region_mask(unit.effective_region_mask, unit=index)
         cls = unit_class(model.kind)
         effects.append(cls(

@@ -317,8 +317,10 @@ def _confirm_axis(p, axis, values, registry) -> None:
     MODELS.set_folders(model_folders())
     has_init_image = bool(getattr(p, "init_images", None))
 
+    family = checkpoint_family(p.sd_model)
+
     def check_unit(unit: Unit) -> None:
-        check_unit_setup(unit, models=MODELS, preprocessors=registry)
+        check_unit_setup(unit, models=MODELS, preprocessors=registry, family=family)
         check_unit_image(unit, has_init_image=has_init_image)
 
     check_axis_cells(axis, values, units, is_known_module=registry.__contains__, check_unit=check_unit)

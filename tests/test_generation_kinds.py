@@ -137,3 +137,20 @@ def test_panel_filters_and_lists_the_new_kinds_by_their_shapes(env):
     assert [n.split(" [")[0] for n in choices.models[1:]] == ["t2iadapter_depth_sd14v1", "t2iadapter_style_sd14v1"]
     canny = type_choices("Canny", default_registry(), sd1)
     assert any(n.startswith("control-lora-canny-rank4") for n in canny.models)
+
+
+def test_the_checkpoint_family_is_checked_before_anything_runs(env):
+    """With the checkpoint's family known (both hosts pass it), a file of another family fails in
+    prepare_units, and in the X/Y/Z pre-check, naming unit and field, before its image is even read."""
+    from lib_controlnet.generation import check_unit_setup
+
+    registry, unet, _, image = env
+    payload = [{"module": "canny", "model": "t2iadapter_depth_sd14v1", "image": b64png(image)},
+               {"module": "canny", "model": "t2i-adapter-canny-xl", "image": "not an image"}]
+    with pytest.raises(IncompatibleModelError, match="made for sdxl but the checkpoint is sd1") as e:
+        prepare(env, payload, family="sd1")
+    assert (e.value.unit, e.value.field) == (1, "model")
+    unit = Unit.from_dict(payload[1])
+    with pytest.raises(IncompatibleModelError):
+        check_unit_setup(unit, models=registry, preprocessors=default_registry(), family="sd1")
+    check_unit_setup(unit, models=registry, preprocessors=default_registry(), family="sdxl")
