@@ -12,8 +12,8 @@ interpreter's environment, never another one:
 Requirements that are already satisfied are not touched, so later starts run no pip at all.
 
 Then it starts the server (standalone/server): the page at /, A1111's /sdapi/v1 routes, every /controlnet route.
-With no SD1.x checkpoint in <models-dir>/Stable-diffusion (and no --ckpt) it makes and uses a small random-weight
-DEMO model, and every response says so.
+With no checkpoint in <models-dir>/Stable-diffusion (and no --ckpt) it makes and uses a small random-weight
+DEMO model, and every response says so; `--demo sdxl` serves the SDXL-layout one (`--demo sd15` the SD1.x one).
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(A1111's flag and format)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
     parser.add_argument("--ckpt", type=Path, default=None,
-                        help="SD1.x checkpoint (.safetensors, or .ckpt) to run; default: the first usable one in "
-                             "<models-dir>/Stable-diffusion, else the random-weight demo model")
+                        help="SD1.x, SD2.x or SDXL checkpoint (.safetensors, .ckpt) to run; default: the first usable "
+                             "one in <models-dir>/Stable-diffusion, else the random-weight demo model")
+    parser.add_argument("--demo", choices=("sd15", "sdxl"), default=None,
+                        help="serve a small random-weight demo model of this family (and its ControlNet) instead of "
+                             "any checkpoint; its images are noise")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models",
                         help="models folder with Stable-diffusion/ and ControlNet/ inside (default: ./models)")
     parser.add_argument("--controlnet-dir", type=Path, action="append", default=[],
@@ -152,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"launch.py: {exc}")
     config = ServerConfig(models_dir=args.models_dir, ckpt=args.ckpt, controlnet_dirs=tuple(args.controlnet_dir),
-                          api_auth=credentials)
+                          api_auth=credentials, demo=args.demo)
     serve(config, host=args.host, port=args.port)
 
 

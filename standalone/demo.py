@@ -32,8 +32,11 @@ DEMO_METADATA_KEY = "standalone_demo"
 DEMO_VERSION = "2"  # bump when the demo layout changes: older files are then rebuilt
 DEMO_NOTICE = (
     "Made with the random-weight DEMO model: its weights are random, so this image is noise, not a Stable "
-    "Diffusion result. Put an SD1.x checkpoint in models/Stable-diffusion (or pass --ckpt) for real images."
+    "Diffusion result. Put an SD1.x, SD2.x or SDXL checkpoint in models/Stable-diffusion (or pass --ckpt) for "
+    "real images."
 )
+# the random-weight demos `launch.py --demo NAME` can serve (sd15 is the default when no checkpoint is found)
+DEMO_FAMILIES = ("sd15", "sdxl")
 CHECKPOINT_NAME = "demo-random-weights-sd15.safetensors"
 CONTROLNET_NAME = "demo-random-weights-controlnet-sd15.safetensors"
 
@@ -52,13 +55,23 @@ class DemoModels:
     controlnet: Path
 
 
-def demo_paths(models_dir: Path) -> DemoModels:
+def demo_paths(models_dir: Path, family: str = "sd15") -> DemoModels:
+    if family == "sdxl":
+        from .demo_sdxl import sdxl_demo_paths
+
+        return sdxl_demo_paths(models_dir)
     root = demo_dir(models_dir)
     return DemoModels(checkpoint_dir(root) / CHECKPOINT_NAME, controlnet_dir(root) / CONTROLNET_NAME)
 
 
-def ensure_demo_models(models_dir: Path) -> DemoModels:
+def ensure_demo_models(models_dir: Path, family: str = "sd15") -> DemoModels:
     """Write the demo files unless current ones are already there; returns their paths."""
+    if family not in DEMO_FAMILIES:
+        raise ValueError(f"no {family!r} demo (available: {', '.join(DEMO_FAMILIES)})")
+    if family == "sdxl":
+        from .demo_sdxl import ensure_sdxl_demo_models
+
+        return ensure_sdxl_demo_models(models_dir)
     paths = demo_paths(models_dir)
     if not _is_current(paths.checkpoint):
         unet, vae, text = build_demo_parts()

@@ -1,5 +1,6 @@
 """`Pipeline(model).generate(request, on_step=..., interrupt=...)`: prompt (and init image, mask, ControlNet
-units) to images, one request at a time. The server, queue and progress routes sit on top of this call.
+units, hires fix) to images with an SD1.x, SD2.x or SDXL model, one request at a time. The server, queue and
+progress routes sit on top of this call.
 
 Per batch of `batch_size` images: noise from one CPU generator per image seeded with seed, seed+1, ... (as
 A1111 with its default CPU noise source; ancestral samplers keep drawing from the same generators), the
@@ -20,15 +21,19 @@ from lib_controlnet import ControlHook, InputError
 from lib_controlnet.errors import GENERATION
 from lib_controlnet.hook.cfg_rows import CfgBatchRows
 
-from .guidance import GuidedEps
+from .checkpoint import FAMILY_NAMES
+from .guidance import GuidedEps, PassConditioning
+from .hires import hires_plan
+from .hires_pass import HiresPass
 from .images import latent_keep_mask, overlay, prepare_mask, to_pil, to_tensor
 from .infotext import infotext
 from .odd_sizes import odd_size_support
-from .prompt_encoder import pad_to_same_length
+from .prompt_encoder import Conditioning, pad_to_same_length
 from .request import GenerationRequest, GenerationResult, StepProgress
 from .samplers import AUTOMATIC, resolve_sampler
 from .sampling import InpaintBlend, LatentSpace, img2img_plan, sample, txt2img_plan
 from .sd_model import StableDiffusionModel
+from .sdxl_conditioning import sdxl_vector
 
 LATENT_CHANNELS = 4
 MAX_SEED = 2**32 - 1
@@ -62,6 +67,13 @@ class Pipeline:
             bad("mask", "a mask needs an init image (img2img)")
         if r.is_img2img and len(r.init_images) not in (1, r.batch_size):
             bad("init_images", f"give 1 init image or one per batch item ({r.batch_size}), not {len(r.init_images)}")
+        if r.hires is not None:
+            if r.is_img2img:
+                bad("enable_hr", "hires fix is a txt2img pass; img2img has none")
+            r.hires.validate()
+            to_x, to_y, tx, ty = r.hires.target(r.width, r.height)
+            if not (64 <= to_x - 8 * tx <= 8192 and 64 <= to_y - 8 * ty <= 8192):
+                bad("hr_scale", f"the hires size {to_x}x{to_y} is outside 64..8192")
 
     # --- the call ----------------------------------------------------------------------------------------
     def generate(
@@ -78,12 +90,14 @@ class Pipeline:
         self.validate(r)
         model = self.model
         spec, schedule = resolve_sampler(r.sampler_name, r.scheduler)
+        hr_spec = hr_schedule = None
+        if r.hires is not None:
+            hr_spec, hr_schedule = resolve_sampler(r.hires.sampler_name or spec.name, r.hires.scheduler or schedule)
         seed = int(r.seed) if r.seed is not None and int(r.seed) >= 0 else random.randint(0, MAX_SEED)
         device, dtype = model.device, model.dtype
         batch, lat_h, lat_w = r.batch_size, r.height // 8, r.width // 8
 
-        cond, uncond = self._encode_prompts(r)
-        cond, uncond = cond.expand(batch, -1, -1), uncond.expand(batch, -1, -1)
+        cond, uncond = self._conditioning(r.prompt, r.negative_prompt, r, r.width, r.height)
 
         init = blend = pixel_mask = None
         if r.is_img2img:
@@ -98,11 +112,14 @@ class Pipeline:
 
         rows = CfgBatchRows()
         eps_fn = GuidedEps(model.unet, cond, uncond, r.cfg_scale, rows)
+        hr_pass = self._hires_pass(r, rows) if r.hires is not None else None
+        total_steps = plan.count + (hr_pass.plan.count if hr_pass is not None and hr_pass.plan else 0)
         space = LatentSpace(spec.variance_preserving)
         seeds: list[int] = []
         latents_out: list[torch.Tensor] = []
         images = []
         interrupted = False
+        should_stop = interrupt.is_set if interrupt is not None else None
         with ExitStack() as stack:
             stack.enter_context(odd_size_support(model.unet))
             if r.units:
@@ -116,17 +133,21 @@ class Pipeline:
                 for modify in r.initial_noise:  # e.g. inpaint_only+lama seeds the noise with its fill
                     noise = modify(noise, model.host_info())
 
-                def report(done: int, total: int, _latents, b=b):
+                def report(done: int, _total: int, _latents, b=b, offset=0):
                     if on_step is not None:
-                        on_step(StepProgress(done, total, b, r.n_iter))
+                        on_step(StepProgress(offset + done, total_steps, b, r.n_iter))
 
                 latents, interrupted = sample(
                     spec.make(schedule), space, plan, noise.to(device, dtype), eps_fn,
-                    init=init, blend=blend, generators=generators, on_step=report,
-                    should_stop=(interrupt.is_set if interrupt is not None else None),
+                    init=init, blend=blend, generators=generators, on_step=report, should_stop=should_stop,
+                    prediction_type=model.prediction_type,
                 )
                 if blend is not None:
                     latents = blend.apply(latents)  # A1111 also puts the init latent back after the last step
+                if hr_pass is not None and not interrupted:
+                    latents, interrupted = hr_pass.run(
+                        latents, batch_seeds, hr_spec, hr_schedule, should_stop,
+                        lambda done, total, lat, b=b: report(done, total, lat, b=b, offset=plan.count))
                 seeds += batch_seeds
                 latents_out.append(latents)
                 images += self._decode(latents, r, pixel_mask)
@@ -136,13 +157,40 @@ class Pipeline:
         return self._result(r, images, seeds, seed, torch.cat(latents_out), interrupted, spec.name, schedule)
 
     # --- parts -------------------------------------------------------------------------------------------
-    def _encode_prompts(self, r: GenerationRequest) -> tuple[torch.Tensor, torch.Tensor]:
-        prompts = self.model.prompts
-        cond = prompts.encode([r.prompt], r.clip_skip)
-        uncond = prompts.encode([r.negative_prompt], r.clip_skip)
+    def _conditioning(self, prompt: str, negative_prompt: str, r: GenerationRequest, width: int, height: int):
+        """(cond, uncond) `PassConditioning`s for one pass, expanded to the batch."""
+        model, prompts = self.model, self.model.prompts
+        c = prompts.encode_with_pooled([prompt], r.clip_skip)
+        u = prompts.encode_with_pooled([negative_prompt], r.clip_skip)
+        if model.family == "sdxl" and negative_prompt == "":
+            # A1111 (sd_models_xl): an empty negative prompt is all zeros, pooled output included
+            u = Conditioning(torch.zeros_like(u.context), torch.zeros_like(u.pooled))
+        cond, uncond = c.context, u.context
         if cond.shape[1] != uncond.shape[1]:
             cond, uncond = pad_to_same_length(cond, uncond, prompts.encode([""], r.clip_skip))
-        return cond, uncond
+        y_cond = y_uncond = None
+        adm = model.adm_in_channels
+        if adm is not None:
+            size = (height, width)
+            y_cond = sdxl_vector(c.pooled, adm, original=size, target=size)
+            y_uncond = sdxl_vector(u.pooled, adm, original=size, target=size)
+        batch = r.batch_size
+
+        def rows(context, y):
+            return PassConditioning(context.expand(batch, -1, -1),
+                                    None if y is None else y.expand(batch, -1))
+
+        return rows(cond, y_cond), rows(uncond, y_uncond)
+
+    def _hires_pass(self, r: GenerationRequest, rows: CfgBatchRows) -> HiresPass:
+        hr = r.hires
+        to_x, to_y, tx, ty = hr.target(r.width, r.height)
+        prompt = hr.prompt or r.prompt
+        negative = hr.negative_prompt or r.negative_prompt
+        cond, uncond = self._conditioning(prompt, negative, r, to_x, to_y)
+        eps_fn = GuidedEps(self.model.unet, cond, uncond, r.cfg_scale, rows, hires=True)
+        return HiresPass(self.model, hr, (to_x, to_y, tx, ty), eps_fn, hires_plan(hr.steps or r.steps,
+                                                                                  hr.denoising_strength))
 
     def _decode(self, latents: torch.Tensor, r: GenerationRequest, pixel_mask) -> list:
         pixels = self.model.vae.decode(latents.float())
@@ -170,6 +218,7 @@ class Pipeline:
             "Model hash": model.short_hash(),
             "Model": model.name,
             "Denoising strength": r.denoising_strength if r.is_img2img else None,
+            **(r.hires.infotext(sampler) if r.hires is not None else {}),
             "Clip skip": r.clip_skip if r.clip_skip > 1 else None,
             "Mask blur": r.mask_blur if r.mask is not None else None,
             "Batch size": r.batch_size if r.batch_size > 1 else None,
@@ -190,7 +239,15 @@ class Pipeline:
             "clip_skip": r.clip_skip, "denoising_strength": r.denoising_strength if r.is_img2img else None,
             "sd_model_name": model.name, "sd_model_hash": model.short_hash(), "is_demo_model": model.is_demo,
         }
+        if r.hires is not None:
+            to_x, to_y, tx, ty = r.hires.target(r.width, r.height)
+            parameters.update(enable_hr=True, hr_upscale_to_x=to_x - 8 * tx, hr_upscale_to_y=to_y - 8 * ty,
+                              denoising_strength=r.hires.denoising_strength)
+        warnings = [model.notice] if model.notice else []
+        if r.clip_skip > 1 and not model.prompts.uses_clip_skip:
+            warnings.append(f"CLIP skip ({r.clip_skip}) does not apply to {FAMILY_NAMES[model.family]} text encoders "
+                            "(as in A1111): each uses its family's fixed layer")
         return GenerationResult(
             images=images, seeds=seeds, infotexts=texts, parameters=parameters, latents=latents,
-            interrupted=interrupted, is_demo=model.is_demo, warnings=[model.notice] if model.notice else [],
+            interrupted=interrupted, is_demo=model.is_demo, warnings=warnings,
         )

@@ -10,12 +10,14 @@ from PIL import Image
 from lib_controlnet.controls import NoiseModifier, PixelPost
 from lib_controlnet.hook.effect import Effect
 
+from .hires import HiresFix
+
 
 @dataclass
 class GenerationRequest:
     prompt: str = ""
     negative_prompt: str = ""
-    width: int = 512
+    width: int = 512  # the model's native size is `StableDiffusionModel.default_size`
     height: int = 512
     steps: int = 20
     cfg_scale: float = 7.0
@@ -37,6 +39,8 @@ class GenerationRequest:
     post_process: list[PixelPost] = field(default_factory=list)
     # noise modifiers of the units (inpaint_only+lama), run on the initial noise: (noise, HostInfo) -> noise
     initial_noise: list[NoiseModifier] = field(default_factory=list)
+    # txt2img: hires fix's second pass (None: off)
+    hires: HiresFix | None = None
     # extra infotext entries the host adds (e.g. "ControlNet 0": "Module: canny, ...")
     extra_generation_params: dict[str, object] = field(default_factory=dict)
 

@@ -2,7 +2,10 @@
 
 The loop owns what the scheduler does not: which steps run (A1111's img2img rule), the sampling progress
 reported to ControlNet (fraction = step index / steps in this pass, as the reference extension computes it),
-the inpainting blend, the per-image noise generators, progress callbacks and interruption.
+the inpainting blend, the per-image noise generators, progress callbacks and interruption, and v-prediction:
+a v model's output is turned into eps before anything else sees it (schedulers, the blend), with
+eps = s·x_in + α·v for the model's input x_in = α·x0 + s·ε (α = 1/√(1+σ²), s = σ·α; k-diffusion's
+CompVisVDenoiser gives the same denoised x0).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]  # (scaled model input, t, fraction) -> eps
+V_PREDICTION = "v_prediction"
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ def sample(
     generators: list[torch.Generator] | None = None,
     on_step: Callable[[int, int, torch.Tensor], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    prediction_type: str = "epsilon",
 ) -> tuple[torch.Tensor, bool]:
     """Run one pass; returns (latents, interrupted). `noise` is unit-variance, one row per image.
 
@@ -103,8 +108,11 @@ def sample(
             return latents, True
         model_input = scheduler.scale_model_input(latents, t)
         eps = eps_fn(model_input, t, i / plan.count)
+        sigma = scheduler.sigmas[plan.begin + i].to(latents.device, latents.dtype)
+        if prediction_type == V_PREDICTION:
+            alpha, s = LatentSpace(True).coefficients(sigma)
+            eps = s * model_input + alpha * eps
         if blend is not None:
-            sigma = scheduler.sigmas[plan.begin + i].to(latents.device, latents.dtype)
             eps = space.eps(latents, blend.apply(space.x0(latents, eps, sigma)), sigma)
         latents = scheduler.step(eps, t, latents, generator=generators).prev_sample
         if on_step is not None:

@@ -1,4 +1,9 @@
-"""A loaded SD1.x model: UNet, VAE, text encoder and tokenizer, plus what results must say about it."""
+"""A loaded model (SD1.x, SD2.x or SDXL): UNet, VAE, text encoder(s) and tokenizer, plus what results must say.
+
+Prediction type: what the file declares (checkpoint.declared_prediction_type), else eps - except SD2.x, where
+768-v and 512-base share one layout and A1111 tells them apart by running the UNet once on a fixed input
+(`is_using_v_parameterization_for_sd2`: a v model's output minus its input averages below -1); so does this.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +17,17 @@ from torch import nn
 
 from lib_controlnet.hook.host import HostInfo, sd_alphas_cumprod
 
-from .checkpoint import read_checkpoint
+from .checkpoint import EPSILON, V_PREDICTION, read_checkpoint
 from .clip_vocab import load_tokenizer
 from .demo import DEMO_METADATA_KEY, DEMO_NOTICE
 from .paths import DEFAULT_MODELS_DIR, tokenizer_dir
-from .prompt_encoder import PromptEncoder
-from .text_encoder import load_text_encoder
+from .prompt_encoder import PENULTIMATE, PENULTIMATE_NORMED, PromptEncoder, TextTower
+from .text_encoder import load_open_clip_text_encoder, load_text_encoder
 from .unet import load_unet
-from .vae import LatentVAE, load_vae
+from .vae import SCALE_FACTORS, LatentVAE, load_vae
+
+NATIVE_SIZES = {("sd1", EPSILON): 512, ("sd1", V_PREDICTION): 768, ("sd2", EPSILON): 512,
+                ("sd2", V_PREDICTION): 768, ("sdxl", EPSILON): 1024, ("sdxl", V_PREDICTION): 1024}
 
 SD_ALPHAS_CUMPROD = sd_alphas_cumprod()
 
@@ -32,6 +40,7 @@ class StableDiffusionModel:
     vae: LatentVAE
     prompts: PromptEncoder
     is_demo: bool = False
+    prediction_type: str = EPSILON
     _hash: str | None = field(default=None, repr=False)
 
     @property
@@ -47,6 +56,17 @@ class StableDiffusionModel:
         return next(self.unet.parameters()).dtype
 
     @property
+    def default_size(self) -> int:
+        """The side the family was trained at (512, 768 for v-prediction SD2.x, 1024 for SDXL)."""
+        return NATIVE_SIZES[(self.family, self.prediction_type)]
+
+    @property
+    def adm_in_channels(self) -> int | None:
+        """Width of SDXL's `y` (None: the UNet takes none)."""
+        layout = getattr(self.unet, "layout", None)
+        return getattr(layout, "adm_in_channels", None)
+
+    @property
     def notice(self) -> str | None:
         """The sentence every result of a demo model carries."""
         return DEMO_NOTICE if self.is_demo else None
@@ -59,7 +79,8 @@ class StableDiffusionModel:
             with torch.no_grad():
                 return vae.encode((pixels01 * 2 - 1).to(self.device, torch.float32)).to(self.dtype)
 
-        return HostInfo(alphas_cumprod=SD_ALPHAS_CUMPROD, prediction="eps", encode_image=encode, family=self.family)
+        prediction = "v" if self.prediction_type == V_PREDICTION else "eps"
+        return HostInfo(alphas_cumprod=SD_ALPHAS_CUMPROD, prediction=prediction, encode_image=encode, family=self.family)
 
     def short_hash(self) -> str:
         """A1111's model hash: the first 10 hex digits of the file's sha256 (computed once)."""
@@ -72,6 +93,27 @@ class StableDiffusionModel:
         return self._hash
 
 
+def _towers(family: str, texts: dict, dtype: torch.dtype) -> list[TextTower]:
+    if family == "sd1":
+        return [TextTower(load_text_encoder(texts["clip_l"], dtype))]
+    if family == "sd2":
+        return [TextTower(load_open_clip_text_encoder(texts["open_clip_h"], dtype), layer=PENULTIMATE_NORMED,
+                          pad_with_zero=True)]
+    return [TextTower(load_text_encoder(texts["clip_l"], dtype), layer=PENULTIMATE),
+            TextTower(load_open_clip_text_encoder(texts["clip_g"], dtype, with_projection=True), layer=PENULTIMATE,
+                      pad_with_zero=True, pooled=True)]
+
+
+@torch.no_grad()
+def v_prediction_by_test(unet: nn.Module, context_dim: int) -> bool:
+    """A1111's SD2.x test: a v model's output minus its input, on 0.5s at t = 999, averages below -1."""
+    p = next(unet.parameters())
+    x = torch.full((1, 4, 8, 8), 0.5, device=p.device, dtype=p.dtype)
+    context = torch.full((1, 2, context_dim), 0.5, device=p.device, dtype=p.dtype)
+    out = unet(x, torch.tensor([999.0], device=p.device), context=context)
+    return float((out - x).float().mean()) < -1
+
+
 def load_sd_model(
     path: str | os.PathLike,
     *,
@@ -79,17 +121,26 @@ def load_sd_model(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> StableDiffusionModel:
-    """Load an SD1.x single-file checkpoint. The VAE stays in float32 (SD1.x's VAE overflows in fp16)."""
+    """Load a single-file checkpoint of any supported family. The VAE stays in float32 (SD's VAEs overflow
+    in fp16)."""
     ckpt = read_checkpoint(path)
-    unet = load_unet(ckpt.unet, dtype).to(device)
-    vae = load_vae(ckpt.vae, torch.float32).to(device)
-    text = load_text_encoder(ckpt.text_encoder, dtype).to(device)
+    family = ckpt.family
+    unet = load_unet(ckpt.unet, dtype, family).to(device)
+    vae = load_vae(ckpt.vae, torch.float32, SCALE_FACTORS[family]).to(device)
+    towers = _towers(family, ckpt.text_encoders, dtype)
+    for tower in towers:
+        tower.model.to(device)
     tokenizer = load_tokenizer(tokenizer_dir(models_dir))
+    prediction = ckpt.prediction_type
+    if prediction is None:
+        context_dim = sum(t.model.config.hidden_size for t in towers)
+        prediction = V_PREDICTION if family == "sd2" and v_prediction_by_test(unet, context_dim) else EPSILON
     return StableDiffusionModel(
         path=ckpt.path,
-        family=ckpt.family,
+        family=family,
         unet=unet,
         vae=vae,
-        prompts=PromptEncoder(text, tokenizer),
+        prompts=PromptEncoder(towers[0].model, tokenizer, towers),
         is_demo=ckpt.metadata.get(DEMO_METADATA_KEY) is not None,
+        prediction_type=prediction,
     )

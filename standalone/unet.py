@@ -1,8 +1,10 @@
-"""The SD1.x UNet: ldm's `UNetModel` (stable-diffusion-sdkit's copy), configured from the checkpoint's shapes.
+"""The UNet: ldm's `UNetModel` (stable-diffusion-sdkit's copy) for SD1.x/2.x, configured from the checkpoint's
+shapes; SDXL's is `sgm_unet`.
 
-For a real SD1.x checkpoint the shapes give exactly `v1-inference.yaml`'s settings (`V1_INFERENCE`); the
-demo model has the same layout at reduced widths. What shapes cannot tell, the file family fixes: SD1.x
-attention uses 8 heads (`num_heads: 8`) and conv `proj_in`/`proj_out`.
+For a real SD1.x checkpoint the shapes give exactly `v1-inference.yaml`'s settings (`V1_INFERENCE`), for SD2.x
+`v2-inference(-v).yaml`'s; the demo models have the same layouts at reduced widths. What shapes cannot tell,
+the file family fixes: SD1.x attention uses 8 heads (`num_heads: 8`), SD2.x 64-wide heads
+(`num_head_channels: 64`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ def _indices(shapes: Shapes, pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in shapes if (m := rx.match(k))})
 
 
-def unet_config_from_shapes(shapes: Shapes) -> dict:
-    """`UNetModel` keyword arguments for an SD1.x-family state dict (UNet keys without prefix)."""
+def unet_config_from_shapes(shapes: Shapes, family: str = "sd1") -> dict:
+    """`UNetModel` keyword arguments for an SD1.x/2.x state dict (UNet keys without prefix)."""
     try:
         model_channels, in_channels = shapes["input_blocks.0.0.weight"][:2]
         out_channels = shapes["out.2.weight"][0]
@@ -64,7 +66,7 @@ def unet_config_from_shapes(shapes: Shapes) -> dict:
         proj_in = next(v for k, v in shapes.items() if k.endswith("proj_in.weight"))
         depth = len(_indices(shapes, r"input_blocks\.\d+\.1\.transformer_blocks\.(\d+)\."))
     except (KeyError, StopIteration, IndexError) as e:
-        raise ModelFileError(f"the UNet does not have the SD1.x ldm layout (missing {e})") from None
+        raise ModelFileError(f"the UNet does not have the SD1.x/2.x ldm layout (missing {e})") from None
     if len(set(res_per_level)) != 1:
         raise ModelFileError(f"unsupported UNet layout: {res_per_level} res blocks per level")
     return dict(
@@ -75,7 +77,7 @@ def unet_config_from_shapes(shapes: Shapes) -> dict:
         attention_resolutions=[2**level for level in sorted(attention_levels, reverse=True)],
         num_res_blocks=res_per_level[0],
         channel_mult=[w // model_channels for w in widths],
-        num_heads=8,
+        **({"num_heads": -1, "num_head_channels": 64} if family == "sd2" else {"num_heads": 8}),
         use_spatial_transformer=True,
         transformer_depth=max(depth, 1),
         context_dim=to_k[1],
@@ -102,12 +104,19 @@ def build_unet(config: dict) -> nn.Module:
         return unet_class()(**config)
 
 
-def load_unet(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_unet(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+              family: str = "sd1") -> nn.Module:
     """Build on the meta device (no time spent on random init) and take the file's tensors key for key."""
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-    config = unet_config_from_shapes(shapes)
-    with torch.device("meta"):
-        unet = build_unet(config)
+    if family == "sdxl":
+        from .sgm_unet import SgmUNet, layout_from_shapes
+
+        layout = layout_from_shapes(shapes)
+        with torch.device("meta"):
+            unet = SgmUNet(layout)
+    else:
+        with torch.device("meta"):
+            unet = build_unet(unet_config_from_shapes(shapes, family))
     load_exact(unet, state_dict, dtype, "UNet")
     return unet.eval().requires_grad_(False)
 

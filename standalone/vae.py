@@ -3,8 +3,8 @@
 The checkpoint's `first_stage_model.` holds `encoder.*`, `decoder.*`, `quant_conv.*`, `post_quant_conv.*`.
 ldm's `AutoencoderKL` class itself needs pytorch_lightning, so this small module assembles the same four parts
 from `ldm.modules.diffusionmodules.model` (which imports with torch alone). Latents are scaled by 0.18215
-(v1-inference.yaml's `scale_factor`). Encoding takes the posterior's mean, not a sample: img2img stays
-reproducible from the seed alone (A1111 samples it with the global RNG).
+(v1/v2-inference.yaml's `scale_factor`), SDXL's by 0.13025. Encoding takes the posterior's mean, not a sample:
+img2img stays reproducible from the seed alone (A1111 samples it with the global RNG).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from lib_controlnet.errors import ModelFileError
 from .unet import load_exact, quiet
 
 SCALE_FACTOR = 0.18215
+SDXL_SCALE_FACTOR = 0.13025  # sd_xl_base.yaml's scale_factor: SDXL's own VAE has wider latents
+SCALE_FACTORS = {"sd1": SCALE_FACTOR, "sd2": SCALE_FACTOR, "sdxl": SDXL_SCALE_FACTOR}
 
 # v1-inference.yaml, first_stage_config.params.ddconfig (attn_resolutions are taken from the file's keys)
 V1_DDCONFIG = dict(double_z=True, z_channels=4, resolution=256, in_channels=3, out_ch=3, ch=128,
@@ -84,11 +86,12 @@ def _conv_attention_weights(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     return out
 
 
-def load_vae(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> LatentVAE:
+def load_vae(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+             scale_factor: float = SCALE_FACTOR) -> LatentVAE:
     state_dict = _conv_attention_weights(state_dict)
     ddconfig, embed_dim = vae_config_from_shapes({k: tuple(v.shape) for k, v in state_dict.items()})
     with torch.device("meta"):
-        vae = LatentVAE(ddconfig, embed_dim)
+        vae = LatentVAE(ddconfig, embed_dim, scale_factor)
     # the EMA/loss weights some checkpoints keep beside the autoencoder are not part of it
     weights = {k: v for k, v in state_dict.items() if not k.startswith(("loss.", "model_ema."))}
     load_exact(vae, weights, dtype, "VAE")

@@ -1,5 +1,6 @@
-"""Which SD checkpoint the server runs: `--ckpt`, else the first usable one in models/Stable-diffusion, else the
-random-weight demo model (written on first use). One checkpoint per server: switching needs a restart."""
+"""Which SD checkpoint the server runs: `--demo NAME` (a random-weight demo), `--ckpt`, else the first usable one
+(SD1.x, SD2.x or SDXL) in models/Stable-diffusion, else the SD1.x random-weight demo model (written on first
+use). One checkpoint per server: switching needs a restart."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from lib_controlnet.errors import ControlNetError
 
 from ..demo import DEMO_NOTICE, ensure_demo_models
-from ..paths import checkpoint_dir, controlnet_dir, demo_dir
+from ..paths import checkpoint_dir, controlnet_dir
 from ..sd_model import StableDiffusionModel, load_sd_model
 
 logger = logging.getLogger("standalone.server")
@@ -39,9 +40,13 @@ def checkpoint_files(models_dir: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES)
 
 
-def load_checkpoint(models_dir: Path, ckpt: Path | None = None, extra_controlnet_dirs=()) -> LoadedCheckpoint:
-    """Load `ckpt` (errors propagate: the user asked for that file), or pick one as the module doc says."""
+def load_checkpoint(models_dir: Path, ckpt: Path | None = None, extra_controlnet_dirs=(),
+                    demo: str | None = None) -> LoadedCheckpoint:
+    """Load `ckpt` (errors propagate: the user asked for that file), the `demo` asked for, or pick one as the
+    module doc says."""
     dirs = [controlnet_dir(models_dir), *map(Path, extra_controlnet_dirs)]
+    if demo is not None:
+        return _load_demo(models_dir, dirs, [], demo)
     if ckpt is not None:
         return LoadedCheckpoint(load_sd_model(ckpt, models_dir=models_dir), dirs)
     skipped = []
@@ -53,9 +58,13 @@ def load_checkpoint(models_dir: Path, ckpt: Path | None = None, extra_controlnet
             logger.warning("Skipping checkpoint %s: %s", path.name, exc.message)
             continue
         return LoadedCheckpoint(model, dirs, skipped)
-    demo = ensure_demo_models(models_dir)
-    logger.warning("No usable SD1.x checkpoint in %s: using the random-weight DEMO model. %s",
+    logger.warning("No usable checkpoint in %s: using the random-weight DEMO model. %s",
                    checkpoint_dir(models_dir), DEMO_NOTICE)
-    # the demo ControlNet matches only the demo UNet, so its folder is listed only while the demo runs
+    return _load_demo(models_dir, dirs, skipped)
+
+
+def _load_demo(models_dir: Path, dirs: list[Path], skipped: list[str], family: str = "sd15") -> LoadedCheckpoint:
+    demo = ensure_demo_models(models_dir, family)
+    # the demo ControlNet matches only the demo UNet, so its folder is listed only while that demo runs
     return LoadedCheckpoint(load_sd_model(demo.checkpoint, models_dir=models_dir),
-                            [*dirs, controlnet_dir(demo_dir(models_dir))], skipped)
+                            [*dirs, demo.controlnet.parent], skipped)

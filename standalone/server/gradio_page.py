@@ -60,8 +60,9 @@ def _build_tab(tab: str, service) -> None:
         w["sampler_name"] = gr.Dropdown(sampler_names(), value="Euler", label="Sampler", elem_id=f"{tab}_sampling")
         w["cfg_scale"] = gr.Slider(1, 30, value=7, step=0.5, label="CFG scale", elem_id=f"{tab}_cfg_scale")
     with gr.Row():
-        w["width"] = gr.Slider(64, 2048, value=512, step=8, label="Width", elem_id=f"{tab}_width")
-        w["height"] = gr.Slider(64, 2048, value=512, step=8, label="Height", elem_id=f"{tab}_height")
+        size = service.checkpoint.model.default_size  # the checkpoint's native size: 1024 for SDXL
+        w["width"] = gr.Slider(64, 2048, value=size, step=8, label="Width", elem_id=f"{tab}_width")
+        w["height"] = gr.Slider(64, 2048, value=size, step=8, label="Height", elem_id=f"{tab}_height")
         w["seed"] = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id=f"{tab}_seed")
     if tab == "img2img":
         with gr.Row():

@@ -36,8 +36,8 @@ __NOTICE__
 <label>Negative prompt<br><textarea id="negative_prompt" rows="1"></textarea></label>
 <div>
 <label>Steps <input type="number" id="steps" value="20" min="1" max="150"></label>
-<label>Width <input type="number" id="width" value="512" min="64" max="2048" step="8"></label>
-<label>Height <input type="number" id="height" value="512" min="64" max="2048" step="8"></label>
+<label>Width <input type="number" id="width" value="__SIZE__" min="64" max="2048" step="8"></label>
+<label>Height <input type="number" id="height" value="__SIZE__" min="64" max="2048" step="8"></label>
 <label>Seed <input type="number" id="seed" value="-1"></label>
 <label>Sampler <select id="sampler_name"><option>Euler</option></select></label>
 <label>CFG scale <input type="number" id="cfg_scale" value="7" min="0" max="30" step="0.5"></label>
@@ -114,8 +114,9 @@ async function unitPayload(el) {
   };
 }
 async function setup() {
+  // the ControlNet models of the checkpoint's family only (the server filters: an SDXL checkpoint lists SDXL ones)
   const [modules, models, samplers] = await Promise.all([
-    api("/controlnet/module_list"), api("/controlnet/model_list"), api("/sdapi/v1/samplers")]);
+    api("/controlnet/module_list"), Promise.resolve({model_list: CONFIG.models}), api("/sdapi/v1/samplers")]);
   $("sampler_name").innerHTML = options(samplers.map(s => s.name), "Euler");
   $("units").innerHTML = Array.from({length: CONFIG.unit_count},
     (_, i) => unitHtml(i, modules.module_list, models.model_list)).join("");
@@ -194,10 +195,15 @@ setup().catch(e => { $("error").textContent = "could not load the ControlNet lis
 
 
 def page_html(service) -> str:
-    config = {"unit_count": service.unit_count(), "notice": service.notice}
+    from lib_controlnet.ui.control_type_filter import models_for_family
+
+    model = service.checkpoint.model
+    config = {"unit_count": service.unit_count(), "notice": service.notice, "family": model.family,
+              "models": models_for_family(service.models, model.family, refresh=True)}
     notice = f'<div class="notice" id="notice">{html.escape(service.notice)}</div>' if service.notice else ""
     # "</" must not appear inside the <script> block, whatever a setting holds
     config_js = json.dumps(config).replace("</", "<\\/")
     return (_PAGE.replace("__NOTICE__", notice)
             .replace("__CHECKPOINT__", html.escape(service.checkpoint_title()))
+            .replace("__SIZE__", str(model.default_size))
             .replace("__CONFIG__", config_js))

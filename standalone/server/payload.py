@@ -2,7 +2,9 @@
 without being honoured and noting what is ignored.
 
 Refused (4xx): fields that ask for something this host cannot do and that would make the image not what was asked
-(hires fix, a selectable script, another checkpoint). Noted in the response's "warnings": fields A1111 honours
+(a selectable script, another checkpoint, an upscaler it does not have, a first-pass image). Width and height
+default to the checkpoint's native size (512, 768 for v-prediction SD2.x, 1024 for SDXL) where A1111's API
+would use 512 for every model. Noted in the response's "warnings": fields A1111 honours
 that the standalone host ignores but that leave the request's image meaningful (face restoration, styles...).
 """
 
@@ -20,11 +22,14 @@ from lib_controlnet import settings as cn_settings
 from lib_controlnet.api.images import open_image
 from lib_controlnet.errors import GENERATION, ControlNetError, InputError, NotFoundError
 
+from ..hires import HiresFix
+from ..samplers import resolve_sampler
 from .schemas import GenerationBody, Img2ImgBody, Txt2ImgBody
 
 MAX_SEED = 2**32 - 1
 CLIP_SKIP_OPTION = "CLIP_stop_at_last_layers"  # A1111's option name for clip skip
 CHECKPOINT_OPTION = "sd_model_checkpoint"
+SAME_CHECKPOINT = "Use same checkpoint"  # A1111's hr_checkpoint_name for "no switch"
 
 # field -> (is it asking for something this host ignores?, what the response says then)
 IGNORED_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -64,16 +69,14 @@ def _or(value, default):
     return default if value is None else value
 
 
-def translate(body: GenerationBody, *, checkpoint_names: tuple[str, ...] = ()) -> Translated:
+def translate(body: GenerationBody, *, checkpoint_names: tuple[str, ...] = (), default_size: int = 512) -> Translated:
     is_img2img = isinstance(body, Img2ImgBody)
     if body.script_name:
         raise HTTPException(status_code=422, detail=f"Script '{body.script_name}' not found")
-    if isinstance(body, Txt2ImgBody) and body.enable_hr:
-        raise InputError("hires fix (enable_hr) is not supported by the standalone host yet", field="enable_hr",
-                         subject=GENERATION)
     if isinstance(body, Txt2ImgBody) and body.firstpass_image:
-        raise InputError("firstpass_image needs hires fix, which the standalone host does not support",
-                         field="firstpass_image", subject=GENERATION)
+        raise InputError("firstpass_image (a given first-pass image for hires fix) is not supported by the "
+                         "standalone host; send enable_hr without it", field="firstpass_image",
+                         subject=GENERATION)
 
     checks = dict(IGNORED_FIELDS, **(IGNORED_WITH_MASK if is_img2img and body.mask else {}))
     warnings = [note for name, (asks, note) in checks.items() if hasattr(body, name) and asks(getattr(body, name))]
@@ -99,8 +102,8 @@ def translate(body: GenerationBody, *, checkpoint_names: tuple[str, ...] = ()) -
     fields: dict[str, Any] = dict(
         prompt=_or(body.prompt, ""),
         negative_prompt=_or(body.negative_prompt, ""),
-        width=_or(body.width, 512),
-        height=_or(body.height, 512),
+        width=_or(body.width, default_size),
+        height=_or(body.height, default_size),
         steps=_or(body.steps, 50),
         cfg_scale=float(_or(body.cfg_scale, 7.0)),
         sampler_name=body.sampler_name or body.sampler_index or "Euler",
@@ -112,6 +115,8 @@ def translate(body: GenerationBody, *, checkpoint_names: tuple[str, ...] = ()) -
     )
     if is_img2img:
         fields.update(_img2img_fields(body))
+    elif body.enable_hr:
+        fields["hires"] = _hires(body, checkpoint_names)
     return Translated(fields, seed, subseed, clip_skip, controlnet, warnings)
 
 
@@ -137,3 +142,29 @@ def _image(text, field: str) -> Image.Image:
     except ControlNetError as exc:
         raise exc.about(GENERATION) from None  # init_images and mask are A1111's fields, not ControlNet's
     return image.convert("RGBA") if image.mode in ("RGBA", "LA", "PA") else image.convert("RGB")
+
+
+def _hires(body: Txt2ImgBody, checkpoint_names: tuple[str, ...]) -> HiresFix:
+    wanted = body.hr_checkpoint_name
+    if wanted and wanted != SAME_CHECKPOINT and wanted not in checkpoint_names:
+        raise NotFoundError(f"checkpoint {wanted!r} is not loaded; the standalone host runs hires fix with its one "
+                            "checkpoint", field="hr_checkpoint_name", subject=GENERATION)
+    if body.hr_sampler_name:
+        try:
+            resolve_sampler(body.hr_sampler_name, body.hr_scheduler)
+        except InputError as e:
+            raise InputError(e.message, field="hr_sampler_name", subject=GENERATION) from None
+    hires = HiresFix(
+        scale=float(_or(body.hr_scale, 2.0)),
+        resize_x=int(_or(body.hr_resize_x, 0)),
+        resize_y=int(_or(body.hr_resize_y, 0)),
+        upscaler=body.hr_upscaler or None,
+        steps=int(_or(body.hr_second_pass_steps, 0)),
+        denoising_strength=float(_or(body.denoising_strength, 0.75)),
+        sampler_name=body.hr_sampler_name or None,
+        scheduler=body.hr_scheduler or None,
+        prompt=_or(body.hr_prompt, ""),
+        negative_prompt=_or(body.hr_negative_prompt, ""),
+    )
+    hires.validate()
+    return hires

@@ -34,8 +34,8 @@ class GenerationBody(_Lenient):
     n_iter: int | None = 1
     steps: int | None = 50
     cfg_scale: float | None = 7.0
-    width: int | None = 512
-    height: int | None = 512
+    width: int | None = None  # None: the checkpoint's native size (A1111: 512)
+    height: int | None = None
     restore_faces: bool | None = None
     tiling: bool | None = None
     do_not_save_samples: bool | None = False

@@ -14,7 +14,7 @@ logger = logging.getLogger("standalone.server")
 
 
 def build_app(config: ServerConfig):
-    checkpoint = load_checkpoint(config.models_dir, config.ckpt, config.controlnet_dirs)
+    checkpoint = load_checkpoint(config.models_dir, config.ckpt, config.controlnet_dirs, demo=config.demo)
     return create_app(GenerationService(config, checkpoint))
 
 

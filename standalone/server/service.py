@@ -107,7 +107,8 @@ class GenerationService:
         alwayson_scripts; `on_progress` sees every sampling step of this job."""
         kind = "img2img" if isinstance(body, Img2ImgBody) else "txt2img"
         model = self.checkpoint.model
-        plan = translate(body, checkpoint_names=(self.checkpoint_title(), model.name, model.path.name))
+        plan = translate(body, checkpoint_names=(self.checkpoint_title(), model.name, model.path.name),
+                         default_size=model.default_size)
         alwayson = body.alwayson_scripts if units is None else {"controlnet": {"args": list(units)}}
         parsed, notes = controlnet_units(alwayson, self.preprocessors, self.config.unit_slots)
         request = GenerationRequest(**plan.fields)
@@ -148,9 +149,14 @@ class GenerationService:
                 mask = prepare_mask(np.asarray(request.mask), invert=request.inpainting_mask_invert,
                                     blur_x=request.mask_blur, blur_y=request.mask_blur)
         model = self.checkpoint.model
+        hires_size = None
+        if request.hires is not None:
+            to_x, to_y, tx, ty = request.hires.target(request.width, request.height)
+            hires_size = ((to_y - 8 * ty) // 8 * 8, (to_x - 8 * tx) // 8 * 8)  # the second pass's hint: 8x its latent
         return GenerationInputs(
             width=request.width,
             height=request.height,
+            hires_size=hires_size,
             seed=(plan.seed + plan.subseed) & 0xFFFFFFFF,
             init_image=init_image,
             inpaint_mask=mask,

@@ -38,3 +38,24 @@ def controlnet(demo):
 def hint():
     """A fixed random control map at the 64x64 test size."""
     return torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+
+
+# --- SDXL: the random-weight SDXL demo (sgm layout, reduced widths) ------------------------------------------
+@pytest.fixture(scope="session")
+def sdxl_demo(models_dir):
+    return ensure_demo_models(models_dir, "sdxl")
+
+
+@pytest.fixture(scope="session")
+def sdxl_model(sdxl_demo, models_dir):
+    return load_sd_model(sdxl_demo.checkpoint, models_dir=models_dir)
+
+
+@pytest.fixture(scope="session")
+def sdxl_pipeline(sdxl_model):
+    return Pipeline(sdxl_model)
+
+
+@pytest.fixture(scope="session")
+def sdxl_controlnet(sdxl_demo):
+    return load_control_model(sdxl_demo.controlnet)

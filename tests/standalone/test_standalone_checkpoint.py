@@ -83,10 +83,12 @@ def _layout(demo) -> dict:
 @pytest.mark.parametrize(
     "change, message",
     [
+        # an SDXL conditioner key makes it SDXL, which then lacks its two text encoders
         (lambda s: s.update({"conditioner.embedders.0.transformer.text_model.final_layer_norm.weight": (768,)}),
-         "SDXL"),
-        (lambda s: s.update({UNET_PREFIX + "label_emb.0.0.weight": (1280, 2816)}), "SDXL"),
-        (lambda s: s.update({"cond_stage_model.model.ln_final.weight": (1024,)}), "SD2"),
+         "no SDXL text encoder .'conditioner.embedders.1.model."),
+        (lambda s: s.update({UNET_PREFIX + "label_emb.0.0.weight": (1280, 2816)}),
+         "no SDXL text encoder .'conditioner.embedders.0.transformer."),
+        (lambda s: s.update({"conditioner.embedders.0.model.ln_final.weight": (1280,)}), "SDXL refiner"),
         (lambda s: s.update({UNET_PREFIX + "input_blocks.0.0.weight": (32, 9, 3, 3)}), "inpainting"),
         (lambda s: [s.pop(k) for k in list(s) if k.startswith(VAE_PREFIX)], "no VAE"),
         (lambda s: [s.pop(k) for k in list(s) if k.startswith(TEXT_PREFIX)], "no SD1.x text encoder"),
@@ -98,6 +100,13 @@ def test_refused_checkpoints_say_what_they_are(demo, change, message):
     change(shapes)
     with pytest.raises(UnsupportedCheckpointError, match=message):
         detect_family(shapes)
+
+
+def test_the_family_comes_from_the_text_encoder_keys(demo):
+    shapes = _layout(demo)
+    sd2 = {k: v for k, v in shapes.items() if not k.startswith(TEXT_PREFIX)}
+    sd2["cond_stage_model.model.ln_final.weight"] = (1024,)
+    assert detect_family(sd2) == "sd2"
 
 
 def test_a_controlnet_file_is_not_a_checkpoint(demo):
