@@ -55,7 +55,9 @@ def test_a_positional_unit_is_refused(client):
 @pytest.mark.parametrize("fields, status, field", [
     (dict(width=100), 422, "width"),
     (dict(sampler_name="Heun++"), 422, "sampler_name"),
-    (dict(enable_hr=True), 422, "enable_hr"),
+    (dict(enable_hr=True, hr_upscaler="R-ESRGAN 4x+"), 422, "hr_upscaler"),
+    (dict(enable_hr=True, hr_sampler_name="Heun++"), 422, "hr_sampler_name"),
+    (dict(enable_hr=True, firstpass_image="abc"), 422, "firstpass_image"),
     (dict(override_settings={"sd_model_checkpoint": "v1-5-pruned.safetensors"}), 404,
      "override_settings.sd_model_checkpoint"),
 ])
