@@ -218,15 +218,8 @@ class Script(scripts.Script):
         if session is None or getattr(p, "controlnet_error", None) is not None:
             return
         session.detach()
-        unet = p.sd_model.model.diffusion_model
-        low_vram = bool(getattr(shared.cmd_opts, "lowvram", False) or getattr(shared.cmd_opts, "medvram", False))
-        units = hook_effects(session.prepared)
-        for unit in units:
-            unit.low_vram = unit.low_vram or low_vram
         try:
-            session.hook = ControlHook(unet, units, ROWS, family=checkpoint_family(p.sd_model),
-                                       device=devices.get_device_for("controlnet"), dtype=devices.dtype_unet,
-                                       host=host_info(p.sd_model)).attach()
+            session.hook = _attach(session, p.sd_model)
         except ControlNetError as exc:
             _fail_sampling(p, exc)
 
@@ -396,6 +389,42 @@ def _wrap_sample(p) -> None:
     p.sample = sample_with_controlnet
 
 
+def _low_vram(sd_model) -> bool:
+    """A1111's lowvram.is_needed: --lowvram, --medvram, or --medvram-sdxl with an SDXL checkpoint."""
+    opts = shared.cmd_opts
+    return bool(getattr(opts, "lowvram", False) or getattr(opts, "medvram", False)
+                or (getattr(opts, "medvram_sdxl", False) and checkpoint_family(sd_model) == "sdxl"))
+
+
+def _attach(session, sd_model) -> ControlHook:
+    units = hook_effects(session.prepared)
+    low_vram = _low_vram(sd_model)
+    for unit in units:
+        unit.low_vram = unit.low_vram or low_vram
+    return ControlHook(sd_model.model.diffusion_model, units, ROWS, family=checkpoint_family(sd_model),
+                       device=devices.get_device_for("controlnet"), dtype=devices.dtype_unet,
+                       host=host_info(sd_model)).attach()
+
+
+def _follow_refiner(p) -> None:
+    """A1111 swaps in the refiner checkpoint inside the sampler (apply_refiner, before this step's callback):
+    move the hook to the new UNet. A refiner of another layout (SDXL's own refiner: 4 levels, context 1280)
+    cannot take the units' residuals; they end at the switch, which the log and the infotext say."""
+    session = getattr(p, "controlnet_session", None)
+    if session is None or session.hook is None or getattr(p, "controlnet_error", None) is not None:
+        return
+    sd_model = shared.sd_model
+    if sd_model.model.diffusion_model is session.hook.unet:
+        return
+    session.hook.remove()
+    session.hook = None
+    try:
+        session.hook = _attach(session, sd_model)
+    except ControlNetError as exc:
+        logger.warning("ControlNet: the units stop at the refiner switch: %s", exc.message)
+        p.extra_generation_params["ControlNet refiner"] = "units stopped at the switch (another UNet layout)"
+
+
 def _detach(p) -> None:
     session = getattr(p, "controlnet_session", None)
     if session is not None:
@@ -418,6 +447,8 @@ def _on_cfg_denoiser(params) -> None:
     n_total = params.x.shape[0]
     n_cond = cond.shape[0]
     p = getattr(params.denoiser, "p", None)
+    if p is not None:
+        _follow_refiner(p)
     ROWS.start_step(n_cond, n_total - n_cond, fraction=params.sampling_step / max(1, params.total_sampling_steps),
                     hires=bool(getattr(p, "is_hr_pass", False)))
 

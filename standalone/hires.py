@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lib_controlnet.errors import InputError
+from lib_controlnet.errors import GENERATION, InputError
 
 from .sampling import Plan
 
@@ -57,17 +57,18 @@ class HiresFix:
     def validate(self) -> None:
         if self.upscaler_name not in LATENT_UPSCALERS and self.upscaler_name not in PIXEL_UPSCALERS:
             raise InputError(f"upscaler {self.upscaler_name!r} is not available in the standalone host (available: "
-                             f"{', '.join(upscaler_names())})", field="hr_upscaler")
+                             f"{', '.join(upscaler_names())})", field="hr_upscaler", subject=GENERATION)
         if not 0.0 <= self.denoising_strength <= 1.0:
             raise InputError(f"denoising_strength must be in [0, 1], got {self.denoising_strength}",
-                             field="denoising_strength")
+                             field="denoising_strength", subject=GENERATION)
         if self.resize_x < 0 or self.resize_y < 0:
-            raise InputError("hr_resize_x and hr_resize_y must be >= 0", field="hr_resize_x")
+            raise InputError("hr_resize_x and hr_resize_y must be >= 0", field="hr_resize_x", subject=GENERATION)
         if not self.resize_x and not self.resize_y and not 1.0 <= self.scale <= 8.0:
-            raise InputError(f"hr_scale must be between 1 and 8, got {self.scale}", field="hr_scale")
+            raise InputError(f"hr_scale must be between 1 and 8, got {self.scale}", field="hr_scale",
+                             subject=GENERATION)
         if not 0 <= self.steps <= 1000:
             raise InputError(f"hr_second_pass_steps must be between 0 and 1000, got {self.steps}",
-                             field="hr_second_pass_steps")
+                             field="hr_second_pass_steps", subject=GENERATION)
 
     def target(self, width: int, height: int) -> tuple[int, int, int, int]:
         """(upscale_to_x, upscale_to_y, truncate_x, truncate_y) in pixels and latent cells: A1111's
