@@ -80,7 +80,8 @@ class StableDiffusionModel:
                 return vae.encode((pixels01 * 2 - 1).to(self.device, torch.float32)).to(self.dtype)
 
         prediction = "v" if self.prediction_type == V_PREDICTION else "eps"
-        return HostInfo(alphas_cumprod=SD_ALPHAS_CUMPROD, prediction=prediction, encode_image=encode, family=self.family)
+        return HostInfo(alphas_cumprod=SD_ALPHAS_CUMPROD, prediction=prediction, encode_image=encode,
+                        family=self.family)
 
     def short_hash(self) -> str:
         """A1111's model hash: the first 10 hex digits of the file's sha256 (computed once)."""
