@@ -1,0 +1,241 @@
+"""Random-weight models for the A1111 rig, in the published layouts (key names, shapes; fp16 safetensors).
+
+Run by `tools/a1111_rig.sh` with the WebUI's python and its `ldm` (repositories/stable-diffusion-stability-ai) on
+the path: `python tools/a1111_rig_models.py --webui WEBUI --models-dir MODELS`.
+
+Every file is reproducible: torch's generator is seeded from the file's name before its modules are built (their
+own initialisation draws the weights), then every parameter that is all zeros (zero convs, norm and Linear biases)
+is redrawn from N(0, 0.02) with a generator seeded from its key. Left at zero, a zero conv would make a ControlNet
+change nothing, and CLIP's final LayerNorm bias at 0 makes A1111's "Original" emphasis divide ~0 by ~0 (NaN latents).
+
+To add a model (a T2I-Adapter, a Control-LoRA, an IP-Adapter and its image encoder, an SDXL checkpoint, ...):
+write one function decorated with `@model("<models-dir subfolder>/<published file name>")` that returns its
+state dict (use `ldm_unet`, `seeded` and friends below), and nothing else: `finish()` redraws the zeros and casts
+to fp16 for every model, the next build makes the file, and later builds keep it until the function's source (or
+GENERATOR) changes. Tests find it by its name in the WebUI's lists (e.g. /controlnet/model_list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import inspect
+import json
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+GENERATOR = "1"  # bump to remake every file (a change of the shared helpers below)
+MANIFEST = "rig-models.json"
+CHECKPOINT = "Stable-diffusion/sd15-random.safetensors"
+METADATA = {"format": "pt", "rig": "random weights for tests; not a trained model"}
+
+WEBUI: Path = Path(".")
+
+
+# ---------------------------------------------------------------------------------------------- registry
+class Entry:
+    def __init__(self, path: str, build: Callable[[], dict[str, torch.Tensor]], dtype: str):
+        self.path, self.build, self.dtype = path, build, dtype
+
+    @property
+    def stamp(self) -> str:
+        """What the file depends on; computed without importing torch, so a build with nothing to do is quick."""
+        source = inspect.getsource(self.build) + GENERATOR + self.dtype + metadata.version("torch")
+        return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+MODELS: list[Entry] = []
+
+
+def model(path: str, dtype: str = "float16"):
+    """Register a builder of the file `path` (relative to the models dir), saved with floats in `dtype`."""
+    def register(build):
+        MODELS.append(Entry(path, build, dtype))
+        return build
+    return register
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def seeded(name: str) -> None:
+    """Seed torch's global generator from a name, so that building modules draws the same weights every time."""
+    import torch
+
+    torch.manual_seed(zlib.crc32(name.encode()))
+
+
+def ldm_unet(**config):
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    return UNetModel(**config)
+
+
+def inference_config(name: str):
+    """One of A1111's (ldm's) model configs, e.g. `v1-inference.yaml`, as an OmegaConf object."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(WEBUI / "configs" / name)
+
+
+def redraw_zeros(state: dict[str, torch.Tensor], skip: Callable[[str], bool] = lambda key: False) -> int:
+    """Redraw all-zero floating tensors from N(0, 0.02), each from a generator seeded by its key."""
+    import torch
+
+    count = 0
+    for key, value in state.items():
+        if value.is_floating_point() and value.numel() and not skip(key) and not value.any():
+            gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+            state[key] = torch.randn(value.shape, generator=gen, dtype=torch.float32).mul_(0.02).to(value.dtype)
+            count += 1
+    return count
+
+
+def controlnet_from_unet(unet, hint: tuple[int, ...] = (3, 16, 16, 32, 32, 96, 96, 256)) -> dict[str, torch.Tensor]:
+    """An original-layout ControlNet (lllyasviel's cldm): the UNet's encoder (time_embed, input_blocks,
+    middle_block), the hint encoder (eight 3x3 convs at the even indexes, SiLUs between them, three at stride 2),
+    one 1x1 zero conv after each input block and one after the middle block."""
+    import torch
+
+    state = {k: v for k, v in unet.state_dict().items()
+             if k.startswith(("time_embed.", "input_blocks.", "middle_block."))}
+    widths = (*hint, unet.model_channels)
+    for i in range(len(widths) - 1):
+        conv = torch.nn.Conv2d(widths[i], widths[i + 1], 3, padding=1, stride=2 if i in (2, 4, 6) else 1)
+        state[f"input_hint_block.{2 * i}.weight"], state[f"input_hint_block.{2 * i}.bias"] = conv.weight, conv.bias
+    channels = [unet.model_channels]
+    for level, mult in enumerate(unet.channel_mult):
+        channels += [unet.model_channels * mult] * unet.num_res_blocks[level]  # ldm keeps a count per level
+        if level < len(unet.channel_mult) - 1:
+            channels.append(unet.model_channels * mult)
+    assert len(channels) == len(unet.input_blocks), (len(channels), len(unet.input_blocks))
+    for i, ch in enumerate(channels):
+        conv = torch.nn.Conv2d(ch, ch, 1)
+        state[f"zero_convs.{i}.0.weight"], state[f"zero_convs.{i}.0.bias"] = conv.weight, conv.bias
+    mid = channels[-1]
+    conv = torch.nn.Conv2d(mid, mid, 1)
+    state["middle_block_out.0.weight"], state["middle_block_out.0.bias"] = conv.weight, conv.bias
+    return {k: v.detach() for k, v in state.items()}
+
+
+def sd15_unet_config() -> dict:
+    params = dict(inference_config("v1-inference.yaml").model.params.unet_config.params)
+    return {k: (list(v) if not isinstance(v, (int, float, bool, str)) else v) for k, v in params.items()}
+
+
+def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in state.items()}
+
+
+# ---------------------------------------------------------------------------------------------- the models
+@model(CHECKPOINT)
+def sd15_checkpoint():
+    """SD1.5 as published (v1-5-pruned-emaonly): ldm's LatentDiffusion from configs/v1-inference.yaml, with the
+    CLIP text model built from the offline config (A1111 takes its weights from the checkpoint too)."""
+    import ldm.modules.encoders.modules as encoders
+    from ldm.util import instantiate_from_config
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    original = encoders.CLIPTextModel.from_pretrained
+    encoders.CLIPTextModel.from_pretrained = lambda name, **kw: CLIPTextModel(CLIPTextConfig.from_pretrained(name))
+    try:
+        sd = instantiate_from_config(inference_config("v1-inference.yaml").model)
+    finally:
+        encoders.CLIPTextModel.from_pretrained = original
+    return {k: v.detach() for k, v in sd.state_dict().items()}
+
+
+@model("ControlNet/control_v11p_sd15_canny.safetensors")
+def sd15_controlnet_canny():
+    return prefixed("control_model.", controlnet_from_unet(ldm_unet(**sd15_unet_config())))
+
+
+@model("ControlNet/control_v11f1p_sd15_depth.safetensors")
+def sd15_controlnet_depth():
+    return prefixed("control_model.", controlnet_from_unet(ldm_unet(**sd15_unet_config())))
+
+
+# ---------------------------------------------------------------------------------------------- making files
+# Tensors that must keep their exact values: the noise schedule and CLIP's position ids (all-zero rows of a
+# schedule are data, not an untrained layer).
+SCHEDULE = ("betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+            "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+            "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2")
+
+
+def keep_exact(key: str) -> bool:
+    return key in SCHEDULE or key.endswith(("position_ids", "scale_factor"))
+
+
+def finish(entry: Entry, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Redraw the zeros and cast, in place (one tensor at a time: a checkpoint is never held twice in fp32)."""
+    import torch
+
+    dtype = getattr(torch, entry.dtype)
+    redrawn = redraw_zeros(state, skip=keep_exact)
+    for key in list(state):
+        value = state[key]
+        if value.is_floating_point() and not keep_exact(key):
+            value = value.to(dtype)
+        state[key] = value.contiguous()
+    out = state
+    for key, value in out.items():
+        if value.is_floating_point() and not keep_exact(key):
+            assert value.any() and torch.isfinite(value).all(), f"{entry.path}: {key} is zero or not finite"
+    params = sum(v.numel() for k, v in out.items() if not keep_exact(k))
+    print(f"[a1111-rig] {entry.path}: {len(out)} tensors, {params / 1e6:.1f} M values, {redrawn} all-zero "
+          f"tensors redrawn", file=sys.stderr)
+    return out
+
+
+def make(models_dir: Path) -> None:
+    manifest_path = models_dir / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    for stale in set(manifest) - {e.path for e in MODELS}:  # a model someone removed from the list
+        (models_dir / stale).unlink(missing_ok=True)
+        del manifest[stale]
+    for entry in MODELS:
+        target = models_dir / entry.path
+        if manifest.get(entry.path) == entry.stamp and target.is_file():
+            continue
+        import torch
+        from safetensors.torch import save_file
+
+        t0 = time.monotonic()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        seeded(entry.path)
+        with torch.no_grad():
+            state = entry.build()
+            gc.collect()  # the modules the state came from
+            state = finish(entry, state)
+        tmp = target.with_name(target.name + ".tmp")
+        save_file(state, str(tmp), metadata=METADATA)
+        del state
+        os.replace(tmp, target)
+        manifest[entry.path] = entry.stamp
+        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        print(f"[a1111-rig] made {target} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    (models_dir / "checkpoint.txt").write_text(str(models_dir / CHECKPOINT) + "\n")
+
+
+def main() -> None:
+    global WEBUI
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--webui", type=Path, required=True, help="the WebUI tree (for configs/)")
+    parser.add_argument("--models-dir", type=Path, required=True)
+    args = parser.parse_args()
+    WEBUI = args.webui
+    make(args.models_dir)
+
+
+if __name__ == "__main__":
+    main()
