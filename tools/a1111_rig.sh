@@ -7,7 +7,8 @@
 #   bash tools/a1111_rig.sh stop                 stop the WebUI that `start` started
 #
 # Built offline from ../shared/a1111/ (A1111 and the repositories its launcher would clone, openai/CLIP; see its
-# README) plus PyPI, into a cache outside the clone ($A1111_RIG_HOME, default ~/.cache/cn-a1111-rig):
+# README) plus PyPI, into a cache outside the clone ($A1111_RIG_HOME, default /var/tmp/cn-a1111-rig; no folder of its
+# path may start with a dot, for gradio answers 403 for any file under one, A1111's own scripts and styles included):
 #   src/      the unpacked sources (webui/, CLIP/)
 #   extension/sd-webui-controlnet   a copy of this checkout, linked into the data dir's extensions/ at each start
 #   venv/     the WebUI's own venv: torch 2.14.1 + torchvision 0.29.1 (an importable pair that runs on the CPU),
@@ -24,7 +25,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RIG=${A1111_RIG_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/cn-a1111-rig}
+RIG=${A1111_RIG_HOME:-/var/tmp/cn-a1111-rig}
 SOURCES=${A1111_SOURCES:-$ROOT/../shared/a1111}
 ARCHIVE=$SOURCES/a1111-v1.10.1-sources.tar.gz
 RIG_PY=${A1111_RIG_PYTHON:-python3.11}
@@ -51,6 +52,14 @@ say() { echo "[a1111-rig] $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 stamp_ok() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 sha() { sha256sum | cut -c1-16; }
+
+case $RIG in
+  /*) ;;
+  *) RIG=$PWD/$RIG ;;
+esac
+case $RIG/ in
+  */.*) die "A1111_RIG_HOME=$RIG has a folder starting with '.': gradio would refuse (403) to serve the WebUI's own scripts from it" ;;
+esac
 
 # One rig at a time per cache: the build steps and the running instance share its folders (and one WebUI
 # holds ~8.4 GB). A second caller waits for the first, at most A1111_RIG_LOCK_WAIT seconds.
@@ -110,7 +119,7 @@ tokenizer() {
 
 models() {
   PYTHONPATH="$WEBUI/repositories/stable-diffusion-stability-ai${PYTHONPATH:+:$PYTHONPATH}" \
-    HF_HOME="$RIG/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2 \
+    HF_HOME="$RIG/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2 PYTHONWARNINGS=ignore \
     "$VPY" "$ROOT/tools/a1111_rig_models.py" --webui "$WEBUI" --models-dir "$RIG/models"
 }
 

@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-GENERATOR = "1"  # bump to remake every file (a change of the shared helpers below)
+GENERATOR = "2"  # bump to remake every file (a change of the shared helpers below)
 MANIFEST = "rig-models.json"
 CHECKPOINT = "Stable-diffusion/sd15-random.safetensors"
-METADATA = {"format": "pt", "rig": "random weights for tests; not a trained model"}
+METADATA = {"format": "pt"}  # one key: safetensors writes a metadata map in random order
 
 WEBUI: Path = Path(".")
 
@@ -196,13 +196,15 @@ def finish(entry: Entry, state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def make(models_dir: Path) -> None:
+def make(models_dir: Path, only: str = "") -> None:
     manifest_path = models_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     for stale in set(manifest) - {e.path for e in MODELS}:  # a model someone removed from the list
         (models_dir / stale).unlink(missing_ok=True)
         del manifest[stale]
     for entry in MODELS:
+        if only not in entry.path:
+            continue
         target = models_dir / entry.path
         if manifest.get(entry.path) == entry.stamp and target.is_file():
             continue
@@ -232,9 +234,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--webui", type=Path, required=True, help="the WebUI tree (for configs/)")
     parser.add_argument("--models-dir", type=Path, required=True)
+    parser.add_argument("--only", default="", help="make only the files whose path contains this")
     args = parser.parse_args()
     WEBUI = args.webui
-    make(args.models_dir)
+    make(args.models_dir, args.only)
 
 
 if __name__ == "__main__":
