@@ -12,8 +12,9 @@ interpreter's environment, never another one:
 Requirements that are already satisfied are not touched, so later starts run no pip at all.
 
 Then it starts the server (standalone/server): the page at /, A1111's /sdapi/v1 routes, every /controlnet route.
-With no checkpoint in <models-dir>/Stable-diffusion (and no --ckpt) it makes and uses a small random-weight
-DEMO model, and every response says so; `--demo sdxl` serves the SDXL-layout one (`--demo sd15` the SD1.x one).
+With no checkpoint in <models-dir>/Stable-diffusion (and no --ckpt) it runs the embedded toy model (an SD1.x-layout
+checkpoint and a canny ControlNet trained in this repository on coloured shapes, 64x64), and every response says
+so; `--demo sd15` / `--demo sdxl` serve small random-weight models of those layouts instead.
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7860, help="port to listen on (default: 7860)")
     parser.add_argument("--ckpt", type=Path, default=None,
                         help="SD1.x, SD2.x or SDXL checkpoint (.safetensors, .ckpt) to run; default: the first usable "
-                             "one in <models-dir>/Stable-diffusion, else the random-weight demo model")
-    parser.add_argument("--demo", choices=("sd15", "sdxl"), default=None,
-                        help="serve a small random-weight demo model of this family (and its ControlNet) instead of "
-                             "any checkpoint; its images are noise")
+                             "one in <models-dir>/Stable-diffusion, else the embedded toy model")
+    parser.add_argument("--demo", choices=("toy", "sd15", "sdxl"), default=None,
+                        help="serve a demo model (and its ControlNet) instead of any checkpoint: toy, the embedded "
+                             "one trained on coloured shapes (the default when there is no checkpoint); sd15 or "
+                             "sdxl, small random-weight models of that layout, whose images are noise")
     parser.add_argument("--models-dir", type=Path, default=ROOT / "models",
                         help="models folder with Stable-diffusion/ and ControlNet/ inside (default: ./models)")
     parser.add_argument("--controlnet-dir", type=Path, action="append", default=[],

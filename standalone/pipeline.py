@@ -222,8 +222,7 @@ class Pipeline:
             "Clip skip": r.clip_skip if r.clip_skip > 1 else None,
             "Mask blur": r.mask_blur if r.mask is not None else None,
             "Batch size": r.batch_size if r.batch_size > 1 else None,
-            "Demo model": "random weights - the image is noise, not a Stable Diffusion result" if model.is_demo
-            else None,
+            "Demo model": model.demo_infotext,
             **r.extra_generation_params,
         }
         texts = []

@@ -19,7 +19,8 @@ from lib_controlnet.hook.host import HostInfo, sd_alphas_cumprod
 
 from .checkpoint import EPSILON, V_PREDICTION, read_checkpoint
 from .clip_vocab import load_tokenizer
-from .demo import DEMO_METADATA_KEY, DEMO_NOTICE
+from .demo import DEMO_NOTICE
+from .embedded import RANDOM_INFOTEXT, DemoLabel, demo_label
 from .paths import DEFAULT_MODELS_DIR, tokenizer_dir
 from .prompt_encoder import PENULTIMATE, PENULTIMATE_NORMED, PromptEncoder, TextTower
 from .text_encoder import load_open_clip_text_encoder, load_text_encoder
@@ -41,6 +42,7 @@ class StableDiffusionModel:
     prompts: PromptEncoder
     is_demo: bool = False
     prediction_type: str = EPSILON
+    demo: DemoLabel | None = None  # what a demo checkpoint's marker says it is (embedded.demo_label)
     _hash: str | None = field(default=None, repr=False)
 
     @property
@@ -57,7 +59,10 @@ class StableDiffusionModel:
 
     @property
     def default_size(self) -> int:
-        """The side the family was trained at (512, 768 for v-prediction SD2.x, 1024 for SDXL)."""
+        """The side the model was trained at (512, 768 for v-prediction SD2.x, 1024 for SDXL; the embedded toy's
+        own, 64): the page's and the API's default image size."""
+        if self.demo is not None and self.demo.native_size:
+            return self.demo.native_size
         return NATIVE_SIZES[(self.family, self.prediction_type)]
 
     @property
@@ -69,7 +74,16 @@ class StableDiffusionModel:
     @property
     def notice(self) -> str | None:
         """The sentence every result of a demo model carries."""
-        return DEMO_NOTICE if self.is_demo else None
+        if not self.is_demo:
+            return None
+        return self.demo.notice if self.demo is not None else DEMO_NOTICE
+
+    @property
+    def demo_infotext(self) -> str | None:
+        """The infotext's "Demo model" entry: what made the image, when it was not a real checkpoint."""
+        if not self.is_demo:
+            return None
+        return self.demo.infotext if self.demo is not None else RANDOM_INFOTEXT
 
     def host_info(self) -> HostInfo:
         """What the ControlNet hook's controls need: the schedule, the prediction type, a VAE encoder."""
@@ -142,6 +156,7 @@ def load_sd_model(
         unet=unet,
         vae=vae,
         prompts=PromptEncoder(towers[0].model, tokenizer, towers),
-        is_demo=ckpt.metadata.get(DEMO_METADATA_KEY) is not None,
+        is_demo=demo_label(ckpt.metadata) is not None,
+        demo=demo_label(ckpt.metadata),
         prediction_type=prediction,
     )

@@ -44,6 +44,8 @@ class LoopConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float | None = 1.0
     warmup_steps: int = 0
+    cosine_decay: bool = False  # after the warm-up, decay the rate to min_lr_ratio x lr along a cosine
+    min_lr_ratio: float = 0.1
     seed: int = 0
     save_every: int = 500
     sample_every: int = 0  # 0: never
@@ -187,8 +189,13 @@ class Loop:
 
     # --- the loop -------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
-        warmup = self.config.warmup_steps
-        return self.config.lr * min(1.0, (step + 1) / warmup) if warmup else self.config.lr
+        cfg = self.config
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        if not cfg.cosine_decay:
+            return cfg.lr
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def run(
         self,

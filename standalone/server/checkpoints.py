@@ -1,6 +1,7 @@
-"""Which SD checkpoint the server runs: `--demo NAME` (a random-weight demo), `--ckpt`, else the first usable one
-(SD1.x, SD2.x or SDXL) in models/Stable-diffusion, else the SD1.x random-weight demo model (written on first
-use). One checkpoint per server: switching needs a restart."""
+"""Which SD checkpoint the server runs: `--demo NAME` (the embedded toy, or a random-weight demo), `--ckpt`, else
+the first usable one (SD1.x, SD2.x or SDXL) in models/Stable-diffusion, else the embedded toy model (trained here
+on coloured shapes, with its canny ControlNet; see standalone/embedded.py). One checkpoint per server: switching
+needs a restart."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from lib_controlnet.errors import ControlNetError
 
-from ..demo import DEMO_NOTICE, ensure_demo_models
+from ..demo import ensure_demo_models
+from ..embedded import TOY_NOTICE, embedded_paths
 from ..paths import checkpoint_dir, controlnet_dir
 from ..sd_model import StableDiffusionModel, load_sd_model
 
@@ -30,7 +32,7 @@ class LoadedCheckpoint:
 
     @property
     def notice(self) -> str | None:
-        return DEMO_NOTICE if self.is_demo else None
+        return self.model.notice
 
 
 def checkpoint_files(models_dir: Path) -> list[Path]:
@@ -58,13 +60,18 @@ def load_checkpoint(models_dir: Path, ckpt: Path | None = None, extra_controlnet
             logger.warning("Skipping checkpoint %s: %s", path.name, exc.message)
             continue
         return LoadedCheckpoint(model, dirs, skipped)
-    logger.warning("No usable checkpoint in %s: using the random-weight DEMO model. %s",
-                   checkpoint_dir(models_dir), DEMO_NOTICE)
-    return _load_demo(models_dir, dirs, skipped)
+    logger.warning("No usable checkpoint in %s: using the embedded toy model. %s", checkpoint_dir(models_dir),
+                   TOY_NOTICE)
+    return _load_demo(models_dir, dirs, skipped, "toy")
 
 
 def _load_demo(models_dir: Path, dirs: list[Path], skipped: list[str], family: str = "sd15") -> LoadedCheckpoint:
-    demo = ensure_demo_models(models_dir, family)
+    """`toy`: the embedded trained model (read in place); `sd15` / `sdxl`: a random-weight demo (written once)."""
+    if family == "toy" and not embedded_paths().exist():
+        logger.warning("The embedded toy model is missing from %s (an incomplete checkout?): using the random-weight "
+                       "SD1.x demo instead", embedded_paths().checkpoint.parent.parent)
+        family = "sd15"
+    demo = embedded_paths() if family == "toy" else ensure_demo_models(models_dir, family)
     # the demo ControlNet matches only the demo UNet, so its folder is listed only while that demo runs
     return LoadedCheckpoint(load_sd_model(demo.checkpoint, models_dir=models_dir),
                             [*dirs, demo.controlnet.parent], skipped)

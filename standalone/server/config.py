@@ -19,8 +19,9 @@ UNIT_SLOTS = 10
 @dataclass
 class ServerConfig:
     models_dir: Path = DEFAULT_MODELS_DIR
-    ckpt: Path | None = None  # None: the first usable checkpoint in models/Stable-diffusion, else the demo model
-    demo: str | None = None  # serve this random-weight demo ("sd15", "sdxl") whatever else there is
+    ckpt: Path | None = None  # None: the first usable checkpoint in models/Stable-diffusion, else the toy model
+    demo: str | None = None  # serve this demo ("toy": the embedded one; "sd15", "sdxl": random weights) whatever
+    # else there is
     options: dict[str, Any] = field(default_factory=dict)  # ControlNet settings (lib_controlnet.settings keys)
     controlnet_dirs: tuple[Path, ...] = ()  # extra ControlNet model folders (--controlnet-dir)
     unit_slots: int = UNIT_SLOTS

@@ -40,7 +40,7 @@ def models_dir(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def app(models_dir, one_torch_thread):
-    return build_app(ServerConfig(models_dir=models_dir))
+    return build_app(ServerConfig(models_dir=models_dir, demo="sd15"))  # the random demo these tests know
 
 
 @pytest.fixture(scope="package")
