@@ -56,6 +56,7 @@ class GenerationInputs:
     ignore_noninpaint_mask: bool = False  # the controlnet_ignore_noninpaint_mask setting
     family: str | None = None  # the checkpoint's family, for controls that depend on it
     inpaint_blur_sigma: int = 7  # the control_net_inpaint_blur_sigma setting (inpaint_only's final blend)
+    empty_prompts: bool = False  # prompt and negative prompt both empty (Revision then ignores the text)
 
 
 @dataclass
@@ -123,8 +124,6 @@ def check_unit_setup(unit: Unit, *, models: ModelRegistry, preprocessors: Regist
     preprocessor = preprocessors.get(unit.module)
     if preprocessor is None:
         raise InputError(f"module {unit.module!r} is not a known preprocessor", field="module")
-    if not preprocessor.returns_image:
-        raise InputError(f"preprocessor {preprocessor.name} is not supported in generations yet", field="module")
     if preprocessor.model_free:
         return preprocessor, None  # its control is the whole unit: any model the unit names is unused
     if not unit.has_model:
@@ -190,11 +189,14 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
             notes.append(note)
 
     keep_alpha = unit.is_inpaint
-    maps, hires_maps, shown = [], [], []
+    maps, hires_maps, shown, embeddings = [], [], [], []
     for rgba in images:
         source = control_input(rgba, keep_rgba=preprocessor.accepts_mask or unit.uses_clip,
                                ignore_mask=inputs.ignore_noninpaint_mask)
         detection = run_preprocessor(preprocessor, source, params, cache=result_cache)
+        if not preprocessor.returns_image:  # an embedding (CLIP vision): no map to fit, nothing to show
+            embeddings.append(detection.map)
+            continue
         maps.append(fit_detected_map(detection.map, unit.resize_mode, h, w, keep_alpha=keep_alpha))
         if inputs.hires_size is not None:
             hr_h, hr_w = inputs.hires_size
@@ -203,7 +205,16 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
 
     hr_option = unit.hr_option if inputs.hires_size is not None else HiResFixOption.BOTH
     effects: list[Effect] = []
-    if entry is not None:
+    if entry is not None and embeddings:
+        # kinds driven by embeddings (IP-Adapter, the T2I style adapter) build their unit from them
+        model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
+        cls = unit_class(model.kind)
+        if not hasattr(cls, "from_embeddings"):
+            raise InputError(f"preprocessor {preprocessor.label} gives image embeddings, which a {model.kind} model "
+                             "cannot use: pick a preprocessor that gives a control map", field="module")
+        effects.append(cls.from_embeddings(model, embeddings, unit=unit, index=index, hr_option=HiResFixOption.BOTH
+                                           if inputs.hires_size is None else unit.hr_option))
+    elif entry is not None:
         model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
         check_family(entry.name, model.family, inputs.family)  # files without a readable header (pickles)
         region = decode_region_mask(unit.effective_region_mask, unit=index)
@@ -231,7 +242,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
             index=index, module=preprocessor.name, params=params, maps=maps, maps_hires=hires_maps or None,
             weight=unit.weight, guidance_start=unit.guidance_start, guidance_end=unit.guidance_end,
             control_mode=unit.control_mode, hr_option=hr_option, seed=inputs.seed, family=inputs.family,
-            inpaint_blur_sigma=inputs.inpaint_blur_sigma))
+            inpaint_blur_sigma=inputs.inpaint_blur_sigma, embeddings=embeddings, empty_prompts=inputs.empty_prompts))
         effects += extra.effects
         post += extra.post
         noise += extra.noise
@@ -240,7 +251,8 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     for line in warnings:
         logger.warning("%s", line)
     # infotext records what ran: the resolved "stem [hash]" (a bare stem could find another file on paste)
-    kind_fields = effects[0].infotext_fields() if entry is not None else {}
+    main = effects[0] if entry is not None else None
+    kind_fields = main.infotext_fields() if hasattr(main, "infotext_fields") else {}
     used = replace(unit, model=entry.name if entry is not None else unit.model, processor_res=resolution,
                    threshold_a=params.slider_1, threshold_b=params.slider_2, **kind_fields)
     return PreparedUnit(index, used, effects, shown if unit.save_detected_map else [], warnings, post, noise)

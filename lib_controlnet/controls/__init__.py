@@ -45,6 +45,8 @@ class ControlRequest:
     seed: int = 0
     family: str | None = None  # the checkpoint's, when the host knows it
     inpaint_blur_sigma: int = 7  # the control_net_inpaint_blur_sigma setting
+    embeddings: list[dict] = field(default_factory=list)  # what embedding preprocessors gave (CLIP vision)
+    empty_prompts: bool = False  # prompt and negative prompt both empty
 
 
 @dataclass
@@ -60,6 +62,7 @@ REGISTRY: dict[str, str] = {
     "inpaint_only": "inpaint_only:build",
     "recolor": "recolor:build",
     "reference": "reference:build",
+    "revision": "revision:build",
 }
 
 

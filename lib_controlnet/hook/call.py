@@ -6,7 +6,8 @@ UNet's own forward runs:
 
 - `residuals[i]`: added to the skip connection from input block i (the last one: the middle block's output);
 - `features[b]`: added to the encoder stream right after input block b (`MIDDLE`: after the middle block);
-- `context`: the text context the UNet and the ControlNets see (effects may append tokens);
+- `context`, `y`: the text context and vector conditioning the UNet and the ControlNets see (effects may
+  append tokens, or replace either);
 - `corrections`: functions applied in order to the UNet's output.
 
 Row rules: a contribution computed for some rows only (`rows`) is scattered into a full-batch tensor
@@ -87,6 +88,8 @@ class UNetCall:
         self.features: dict[int, torch.Tensor] = {}
         self.corrections: list[Callable[[torch.Tensor, UNetCall], torch.Tensor]] = []
         self.context_edited = False
+        self.y_edited = False
+        self.scratch: dict[str, object] = {}  # per-call notes effects of one kind share (e.g. Revision's sum)
 
     @classmethod
     def empty(cls, num_outputs: int) -> UNetCall:
@@ -131,6 +134,16 @@ class UNetCall:
         tokens = scatter_rows(tokens, rows, self.batch)
         self.context = torch.cat([self.context, tokens], dim=1)
         self.context_edited = True
+
+    def replace_context(self, context: torch.Tensor) -> None:
+        """A new text context for the UNet and every unit (Revision's "ignore prompt" zeroes it)."""
+        self.context = context
+        self.context_edited = True
+
+    def replace_y(self, y: torch.Tensor) -> None:
+        """A new class/vector conditioning `y` (SDXL: pooled text and size embeddings) for the UNet and units."""
+        self.y = y
+        self.y_edited = True
 
     def correct_output(self, fn: Callable[[torch.Tensor, UNetCall], torch.Tensor]) -> None:
         """`fn(output, call) -> output`, applied after the UNet's forward (post-UNet corrections)."""

@@ -41,10 +41,10 @@ def _unet_inputs(args: tuple, kwargs: dict):
     return [args[i] if i < len(args) else kwargs.get(name) for i, name in enumerate(names)]
 
 
-def _with_context(args: tuple, kwargs: dict, context: torch.Tensor):
-    if len(args) > 2:
-        return (*args[:2], context, *args[3:]), kwargs
-    return args, {**kwargs, "context": context}
+def _with_input(args: tuple, kwargs: dict, position: int, name: str, value: torch.Tensor):
+    if len(args) > position:
+        return (*args[:position], value, *args[position + 1:]), kwargs
+    return args, {**kwargs, name: value}
 
 
 class ControlHook:
@@ -171,9 +171,13 @@ class ControlHook:
                 groups.setdefault(key, []).append(unit)
         for members in groups.values():
             type(members[0]).contribute_group(members, call)
+        if not (replaced or call.context_edited or call.y_edited):
+            return None
         if replaced or call.context_edited:
-            return _with_context(args, kwargs, call.context)
-        return None
+            args, kwargs = _with_input(args, kwargs, 2, "context", call.context)
+        if call.y_edited:
+            args, kwargs = _with_input(args, kwargs, 3, "y", call.y)
+        return args, kwargs
 
     def _after_unet(self, module, args, output):
         call = self._stack.pop() if self._stack else None

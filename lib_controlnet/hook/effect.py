@@ -4,8 +4,9 @@ Every kind of unit (ControlNet, T2I-Adapter, Control-LoRA, Union, IP-Adapter, re
 corrections...) is an `Effect`. Per UNet call the hook asks every effect `active(info)`, then, for the
 active ones, in unit order:
 
-1. `edit_context(call)`  — change the text context (append tokens); runs for all units before step 2, so
-                           every ControlNet sees the final context, as in the reference;
+1. `edit_context(call)`  — change the UNet's inputs (append context tokens, replace the context or `y`);
+                           runs for all units before step 2, so every ControlNet sees the final inputs,
+                           as in the reference;
 2. `contribute(call)`    — add residuals, encoder features or output corrections to the `UNetCall`.
                            Effects with the same non-None `group_key()` are handed over together to
                            `contribute_group` (one batched forward for several units of one model).

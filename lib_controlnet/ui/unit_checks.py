@@ -50,9 +50,7 @@ def unit_problems(unit: Unit, *, tab: str, models: ModelRegistry, preprocessors:
     except ControlNetError as exc:
         problems.append(exc.message)
 
-    if not preprocessor.returns_image:
-        problems.append(f"preprocessor {preprocessor.label} cannot be used in generations yet")
-    elif preprocessor.model_free:
+    if preprocessor.model_free:
         pass  # no model: the preprocessor's control is the whole unit
     elif not unit.has_model:
         problems.append("no ControlNet model selected")

@@ -137,7 +137,8 @@ def test_masks_poses_seeds_and_hires_flags():
     registry = default_registry()
     assert {p.name for p in registry if p.requires_mask} == {"inpaint", "inpaint_only", "inpaint_only+lama"}
     assert {p.name for p in registry if p.accepts_mask} == {"inpaint", "inpaint_only", "inpaint_only+lama",
-                                                             "scribble_sketch"}
+                                                             "scribble_sketch", "ip-adapter_clip_sd15",
+                                                             "ip-adapter_clip_sdxl", "ip-adapter_clip_sdxl_plus_vith"}
     assert {p.name for p in registry if p.returns_pose} == {n for n in NEW_MODULES | set(NEURAL_REFERENCE)
                                                             if "openpose" in n}
     assert {p.name for p in registry if p.uses_seed} == {"shuffle"}
