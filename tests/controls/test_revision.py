@@ -22,6 +22,7 @@ from lib_controlnet.preprocessors.declaration import Params
 from lib_controlnet.units.unit import Unit
 from tests.tiny_models import SD_LIKE_UNET, SDXL_LAYOUT_UNET, ldm_unet
 
+
 @pytest.fixture(scope="module")
 def xl():
     # sdkit's ldm predates sgm's `num_classes="sequential"`: build it "continuous", then give it SDXL's
