@@ -187,12 +187,16 @@ start() {
   echo $! >"$RUN/pid"
   echo "$url" >"$RUN/url"
   # Ready when our routes answer (they register after /sdapi) and the checkpoint has loaded (a 1-step txt2img).
-  local step=routes code sdapi=
+  # No request before the log's "Startup time:": A1111 serves HTTP before it adds its API middleware, and a request
+  # in between makes starlette refuse the middleware ("Cannot add middleware after an application has started").
+  local step=startup code sdapi=
   while :; do
     running || { show_log; die "the WebUI exited during start-up (after $((SECONDS - t0)) s)"; }
     [ $((SECONDS - t0)) -lt "$START_TIMEOUT" ] || {
       show_log; stop; die "the WebUI was not ready after $START_TIMEOUT s (waiting for: $step)"; }
-    if [ $step = routes ]; then
+    if [ $step = startup ]; then
+      grep -q "^Startup time:" "$RUN/webui.log" && step=routes
+    elif [ $step = routes ]; then
       if [ "$(http_code "$url/controlnet/version")" = 200 ]; then
         say "our routes answer after $((SECONDS - t0)) s"; step=model
       elif [ -z "$sdapi" ] && [ "$(http_code "$url/sdapi/v1/options")" = 200 ]; then
