@@ -4,6 +4,8 @@ the whole preprocessor (resizing, padding, pre/post-processing, device placement
 
 Random weights find no people, so openpose's row is the body network only; the hand (four scales of one
 hand crop) and face networks, which run once per detected hand and face, have rows of their own.
+Depth Anything (V1, V2) runs at ViT-S (the reference's files are ViT-L); depth_leres++'s network column is
+the merge network at 1024 x 1024, its preprocessor column all of the boosting around LeReS.
 Usage: python bench/bench_annotators_nn.py [--rounds N] [--threads N] [--only NAME,NAME]
 """
 
@@ -46,7 +48,19 @@ def main() -> None:
     import torch
     from nn_test_helpers import PreloadedModels, random_network
 
-    from annotator.neural import depth_anything, lineart, midas, mlsd, normal_bae, openpose, softedge
+    from annotator.neural import (
+        depth_anything,
+        dsine,
+        leres,
+        lineart,
+        midas,
+        mlsd,
+        normal_bae,
+        openpose,
+        softedge,
+        teed,
+        zoe,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,7 +90,19 @@ def main() -> None:
                                       lambda m: depth_anything.depth_anything_v2(photo, 512, models=m),
                                       (1, 3, 518, 518)),
         "normal_bae": (normal_bae.NORMAL_BAE, lambda m: normal_bae.normal_bae(photo, 512, models=m), (1, 3, 512, 512)),
+        "softedge_teed": (teed.TEED, lambda m: teed.softedge_teed(photo, 512, models=m), (1, 3, 512, 512)),
+        "softedge_anyline (at 512)": (teed.MTEED, lambda m: teed.softedge_anyline(photo, 512, models=m),
+                                      (1, 3, 512, 512)),
+        "depth_anything V1 (ViT-S)": (depth_anything.DEPTH_ANYTHING_V1,
+                                       lambda m: depth_anything.depth_anything(photo, 512, models=m), (1, 3, 518, 518)),
+        "depth_zoe": (zoe.ZOE, lambda m: zoe.depth_zoe(photo, 512, models=m), (1, 3, 384, 384)),
+        "depth_leres": (leres.LERES, lambda m: leres.depth_leres(photo, 512, models=m), (1, 3, 512, 512)),
+        "depth_leres++ (merge net)": (leres.MERGE, lambda m: leres.depth_leres(photo, 512, boost=True, models=m),
+                                      (1, 2, 1024, 1024)),
+        "normal_dsine": (dsine.DSINE, lambda m: dsine.normal_dsine(photo, 512, models=m), (1, 3, 512, 512)),
     }
+    # Networks a preprocessor needs besides its row's own.
+    extras = {"depth_leres++ (merge net)": [leres.LERES]}
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, float32, median of {args.rounds}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
@@ -84,15 +110,20 @@ def main() -> None:
     for name, (spec, call, shape) in rows.items():
         if only and name not in only:
             continue
-        if spec is depth_anything.DEPTH_ANYTHING_V2:
+        if spec in (depth_anything.DEPTH_ANYTHING_V2, depth_anything.DEPTH_ANYTHING_V1):
             torch.manual_seed(0)
-            net = depth_anything.DepthAnythingV2(depth_anything.SIZES[384]).eval().requires_grad_(False)
+            net = depth_anything.DepthAnythingV2(depth_anything.SIZES[384], v1=spec is depth_anything.DEPTH_ANYTHING_V1)
+            net = net.eval().requires_grad_(False)
         else:
             net = random_network(spec)
         params = sum(p.numel() for p in net.parameters()) / 1e6
-        models = PreloadedModels({spec.weight.name: net})
+        models = PreloadedModels({spec.weight.name: net, **{s.weight.name: random_network(s) for s in
+                                                             extras.get(name, ())}})
         with torch.inference_mode():
-            if spec is openpose.HAND:
+            if spec is dsine.DSINE:  # the network needs a camera too
+                k = dsine.intrinsics_from_fov(60.0, *shape[2:])
+                network = timed(partial(net, rand_input(*shape), k), args.rounds)
+            elif spec is openpose.HAND:
                 crop = np.ascontiguousarray(photo[150:350, 150:350, ::-1])
                 network = timed(partial(openpose.hand_points, net, crop, torch.device("cpu")), args.rounds)
             else:
