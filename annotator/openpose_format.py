@@ -7,6 +7,7 @@ output format: flat [x, y, confidence] triplets, a missing point written as 0, 0
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lib_controlnet.errors import InputError
@@ -14,6 +15,8 @@ from lib_controlnet.errors import InputError
 Point = tuple[float, float]
 Points = list[Point | None]
 
+# Coordinates are pixels or fractions of the canvas (8192 px at most): anything beyond this is no position.
+MAX_COORDINATE = 1e6
 BODY_POINTS = 18
 HAND_POINTS = 21
 FACE_POINTS = 70
@@ -65,10 +68,14 @@ def _unflatten(values, field: str) -> Points | None:
         return None
     if len(values) % 3 != 0:
         raise InputError(f"keypoints must be [x, y, confidence] triplets, got {len(values)} numbers", field=field)
+    numbers = [float(v) for v in values]
+    bad = next((i for i, v in enumerate(numbers) if not (math.isfinite(v) and abs(v) <= MAX_COORDINATE)), None)
+    if bad is not None:  # OpenCV draws at int32 pixel positions: NaN, inf or 1e300 would fail inside it
+        raise InputError(f"keypoint value {bad} is {numbers[bad]!r}; expected a finite number within "
+                         f"±{MAX_COORDINATE:g}", field=field)
     # Confidence 0 marks a missing point (our own output and OpenPose's). The reference drops everything
     # below 1.0, which throws away every point of real OpenPose output (confidences 0..1); we keep them.
-    return [(float(values[i]), float(values[i + 1])) if float(values[i + 2]) > 0 else None
-            for i in range(0, len(values), 3)]
+    return [(numbers[i], numbers[i + 1]) if numbers[i + 2] > 0 else None for i in range(0, len(numbers), 3)]
 
 
 def decode_pose_json(data: dict, field: str = "pose") -> tuple[list[PersonPose], int, int]:

@@ -39,6 +39,11 @@ LATENT_CHANNELS = 4
 MAX_SEED = 2**32 - 1
 
 
+# Images in one batch (sampled together); A1111's UI allows 8, its API does not say.
+MAX_BATCH_SIZE = 64
+# Mask blur in pixels (A1111's slider goes to 64); larger says nothing more about a mask of at most 4096 px.
+MAX_MASK_BLUR = 256
+
 class Pipeline:
     def __init__(self, model: StableDiffusionModel):
         self.model = model
@@ -54,8 +59,11 @@ class Pipeline:
                 bad(name, f"{name} must be a multiple of 8 between 64 and 4096, got {value!r}")
         if not 1 <= r.steps <= 1000:
             bad("steps", f"steps must be between 1 and 1000, got {r.steps}")
-        if r.batch_size < 1 or r.n_iter < 1:
-            bad("batch_size", "batch_size and n_iter must be at least 1")
+        if not 1 <= r.batch_size <= MAX_BATCH_SIZE:
+            # one batch is allocated at once: 10**6 images would take the server down, not fail
+            bad("batch_size", f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {r.batch_size}")
+        if r.n_iter < 1:
+            bad("n_iter", f"n_iter must be at least 1, got {r.n_iter}")
         if not (math.isfinite(r.cfg_scale) and r.cfg_scale >= 0):
             bad("cfg_scale", f"cfg_scale must be a finite number >= 0, got {r.cfg_scale}")
         layers = self.model.prompts.model.config.num_hidden_layers
@@ -65,6 +73,9 @@ class Pipeline:
             bad("denoising_strength", f"denoising_strength must be in [0, 1], got {r.denoising_strength}")
         if r.mask is not None and not r.is_img2img:
             bad("mask", "a mask needs an init image (img2img)")
+        if r.mask is not None and not 0 <= r.mask_blur <= MAX_MASK_BLUR:
+            # a blur of 10**6 px would run for hours (or overflow OpenCV's kernel size)
+            bad("mask_blur", f"mask_blur must be between 0 and {MAX_MASK_BLUR}, got {r.mask_blur}")
         if r.is_img2img and len(r.init_images) not in (1, r.batch_size):
             bad("init_images", f"give 1 init image or one per batch item ({r.batch_size}), not {len(r.init_images)}")
         if r.hires is not None:

@@ -101,7 +101,7 @@ def infotext_params(units: Sequence[Unit] | Mapping[int, Unit]) -> dict[str, str
 def parse_parameters(text: str) -> dict[str, str]:
     """The `Key: value, ...` pairs of an infotext's last line (A1111's `parse_generation_parameters`, for its
     parameters only; prompts are not needed here), JSON-quoted values unquoted."""
-    lines = text.strip().splitlines()
+    lines = text.strip().split("\n")  # A1111 splits on "\n" only: a quoted value may hold \x85 or \u2028
     return {key: unquote(value) for key, value in _PARAM.findall(lines[-1] if lines else "")}
 
 
@@ -134,6 +134,8 @@ def parse_unit(text: str, *, index: int | None = None) -> Unit:
     values: dict[str, Any] = {}
     for item in _split_items(body):
         key, sep, raw = item.partition(": ")
+        if not sep and item.endswith(":"):  # an empty value ("Model: " loses its space to the item split)
+            key, sep, raw = item[:-1], ":", ""
         if not sep:
             raise InputError(f"infotext item {item!r} is not 'Key: value'", unit=index, field="infotext")
         _put(values, field_name(key), raw.strip(), index)

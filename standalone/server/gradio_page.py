@@ -122,7 +122,7 @@ def _wire_paste(button, text, w: dict, panel, service) -> None:
 
 def _page_values(infotext: str, params: dict) -> dict:
     """The page's own fields from an infotext: prompt lines, `Negative prompt:`, and the parameters line."""
-    lines = infotext.strip().splitlines()
+    lines = infotext.strip().split("\n")  # as A1111 (and parse_parameters): "\n" only
     if len(lines) < 2 or not params:
         return {}
     text_lines = lines[:-1]
