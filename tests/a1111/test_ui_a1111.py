@@ -56,7 +56,7 @@ TAB = "txt2img"
 OUR_AXES = ["[ControlNet] Enabled", "[ControlNet] Model", "[ControlNet] Weight", "[ControlNet] Guidance Start",
             "[ControlNet] Guidance End", "[ControlNet] Control Mode", "[ControlNet] Resize Mode",
             "[ControlNet] Preprocessor", "[ControlNet] Pre Resolution", "[ControlNet] Pre Threshold A",
-            "[ControlNet] Pre Threshold B"]
+            "[ControlNet] Pre Threshold B", "[ControlNet] Union Control Type"]
 
 
 def unit_id(index: int, widget: str = "") -> str:
