@@ -207,7 +207,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     effects: list[Effect] = []
     if entry is not None and embeddings:
         # kinds driven by embeddings (IP-Adapter, the T2I style adapter) build their unit from them
-        model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
+        model = _load_model(model_cache, entry, inputs)
         cls = unit_class(model.kind)
         if not hasattr(cls, "from_embeddings"):
             raise InputError(f"preprocessor {preprocessor.label} gives image embeddings, which a {model.kind} model "
@@ -215,7 +215,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
         effects.append(cls.from_embeddings(model, embeddings, unit=unit, index=index, hr_option=HiResFixOption.BOTH
                                            if inputs.hires_size is None else unit.hr_option))
     elif entry is not None:
-        model = model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
+        model = _load_model(model_cache, entry, inputs)
         check_family(entry.name, model.family, inputs.family)  # files without a readable header (pickles)
         region = decode_region_mask(unit.effective_region_mask, unit=index)
         cls = unit_class(model.kind)
@@ -256,6 +256,13 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     used = replace(unit, model=entry.name if entry is not None else unit.model, processor_res=resolution,
                    threshold_a=params.slider_1, threshold_b=params.slider_2, **kind_fields)
     return PreparedUnit(index, used, effects, shown if unit.save_detected_map else [], warnings, post, noise)
+
+
+def _load_model(model_cache: ModelCache, entry, inputs: GenerationInputs):
+    try:
+        return model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
+    except ControlNetError as exc:  # a file truncated, replaced or unreadable since the scan: the model's fault
+        raise exc.at(field="model") from None
 
 
 def _infotext_resolution(slider, sent: int, used: int) -> int:
