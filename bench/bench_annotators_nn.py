@@ -49,16 +49,21 @@ def main() -> None:
     from nn_test_helpers import PreloadedModels, random_network
 
     from annotator.neural import (
+        anime_face,
         depth_anything,
         dsine,
+        facexlib_faces,
         leres,
         lineart,
         midas,
         mlsd,
+        mobile_sam,
         normal_bae,
+        oneformer,
         openpose,
         softedge,
         teed,
+        uniformer,
         zoe,
     )
 
@@ -100,13 +105,28 @@ def main() -> None:
         "depth_leres++ (merge net)": (leres.MERGE, lambda m: leres.depth_leres(photo, 512, boost=True, models=m),
                                       (1, 2, 1024, 1024)),
         "normal_dsine": (dsine.DSINE, lambda m: dsine.normal_dsine(photo, 512, models=m), (1, 3, 512, 512)),
+        # Issue 16's second half. A shape may be a function of the network that runs one forward. Not timed:
+        # densepose (the published file is a TorchScript program, there is no layout to fill with random
+        # weights) and the ONNX modules (their cost is onnxruntime's on the published graphs); facexlib's whole
+        # preprocessor needs a face, which random weights never find.
+        "seg_ufade20k (UniFormer-S)": (uniformer.UNIFORMER, lambda m: uniformer.seg_ufade20k(photo, 512, models=m),
+                                       (1, 3, 512, 512)),
+        "seg_ofade20k (OneFormer Swin-L)": (oneformer.ONEFORMER_ADE20K,
+                                            lambda m: oneformer.seg_ofade20k(photo, 512, models=m),
+                                            lambda net: net(rand_input(1, 3, 640, 640), oneformer.task_tokens())),
+        "seg_anime_face": (anime_face.ANIME_FACE, lambda m: anime_face.seg_anime_face(photo, 512, models=m),
+                           (1, 3, 512, 512)),
+        "mobile_sam": (mobile_sam.MOBILE_SAM, lambda m: mobile_sam.mobile_sam(photo, 512, models=m),
+                       lambda net: net.image_encoder(rand_input(1, 3, 1024, 1024))),
+        "facexlib RetinaFace-R50": (facexlib_faces.RETINAFACE, None, (1, 3, 512, 512)),
+        "facexlib BiSeNet": (facexlib_faces.BISENET, None, (1, 3, 512, 512)),
     }
     # Networks a preprocessor needs besides its row's own.
     extras = {"depth_leres++ (merge net)": [leres.LERES]}
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, float32, median of {args.rounds}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'annotator':28s} {'params':>8s} {'network s (cpu s)':>18s} {'preprocessor s (cpu s)':>23s}")
+    print(f"{'annotator':32s} {'params':>8s} {'network s (cpu s)':>18s} {'preprocessor s (cpu s)':>23s}")
     for name, (spec, call, shape) in rows.items():
         if only and name not in only:
             continue
@@ -126,10 +146,12 @@ def main() -> None:
             elif spec is openpose.HAND:
                 crop = np.ascontiguousarray(photo[150:350, 150:350, ::-1])
                 network = timed(partial(openpose.hand_points, net, crop, torch.device("cpu")), args.rounds)
+            elif callable(shape):
+                network = timed(partial(shape, net), args.rounds)
             else:
                 network = timed(partial(net, rand_input(*shape)), args.rounds)
         whole = "-" if call is None else "{:8.2f} ({:6.2f})".format(*timed(partial(call, models), args.rounds))
-        print(f"{name:28s} {params:7.1f}M {network[0]:9.2f} ({network[1]:6.2f}) {whole:>23s}", flush=True)
+        print(f"{name:32s} {params:7.1f}M {network[0]:9.2f} ({network[1]:6.2f}) {whole:>23s}", flush=True)
 
 
 if __name__ == "__main__":
