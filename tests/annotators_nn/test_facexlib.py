@@ -70,17 +70,22 @@ def _hf_resnet_state(state: dict, prefix: str, bottleneck: bool) -> dict:
 @pytest.mark.parametrize("which", ["resnet50", "resnet18"])
 def test_backbones_match_transformers_resnet(which):
     transformers = pytest.importorskip("transformers")
+    torch.manual_seed(2)
     if which == "resnet50":
-        net = random_network(fx.RETINAFACE, seed=2, scale=0.02)
-        backbone, prefix = net.body, "body."
+        backbone, prefix = fx.ResNet(fx.Bottleneck, (3, 4, 6, 3)).eval(), ""  # RetinaFace's `body`
         config = transformers.ResNetConfig(layer_type="bottleneck", depths=[3, 4, 6, 3],
                                            hidden_sizes=[256, 512, 1024, 2048], downsample_in_bottleneck=False)
     else:
-        net = random_network(fx.BISENET, seed=2, scale=0.02)
-        backbone, prefix = net.cp.resnet, "cp.resnet."
+        backbone, prefix = fx.ResNet(fx.BasicBlock, (2, 2, 2, 2)).eval(), ""  # BiSeNet's `cp.resnet`
         config = transformers.ResNetConfig(layer_type="basic", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512])
+    with torch.no_grad():
+        for name, value in backbone.state_dict().items():
+            if name.endswith("running_var"):
+                value.uniform_(0.5, 2.0)
+            elif value.is_floating_point():
+                value.add_(torch.randn_like(value) * 0.02)
     peer = transformers.ResNetModel(config).eval()
-    peer.load_state_dict(_hf_resnet_state(net.state_dict(), prefix, which == "resnet50"), strict=True)
+    peer.load_state_dict(_hf_resnet_state(backbone.state_dict(), prefix, which == "resnet50"), strict=True)
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         expected = peer(x, output_hidden_states=True).hidden_states[2:]  # after stages 2, 3, 4
