@@ -118,11 +118,65 @@ def test_a_kind_of_the_other_family_fails_naming_unit_and_field(env):
     assert (e.value.unit, e.value.field) == (1, "model")
 
 
-def test_style_adapter_until_the_clip_encoder_exists_says_so(env):
+def test_style_adapter_given_a_map_names_the_clip_preprocessor(env, clip_vitl):
     registry, unet, _, image = env
-    with pytest.raises(InputError, match="clip_vision") as e:
+    with pytest.raises(InputError, match="t2ia_style_clipvision") as e:
         prepare(env, [{"module": "none", "model": "t2iadapter_style_sd14v1", "image": b64png(image)}])
     assert (e.value.unit, e.value.field) == (0, "module")
+    with pytest.raises(InputError, match="image embeddings") as e:  # and a feature adapter given CLIP embeddings
+        prepare(env, [{"module": "clip_vision", "model": "t2iadapter_depth_sd14v1", "image": b64png(image)}])
+    assert (e.value.unit, e.value.field) == (0, "module")
+
+
+@pytest.fixture()
+def clip_vitl(tmp_path):
+    """A random CLIP ViT-L-layout image encoder (transformers' layout, OpenAI's quick_gelu) at width 64."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from annotator.neural.weights import set_weights_folder
+
+    torch.manual_seed(5)
+    net = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=16, patch_size=14,
+        image_size=224, projection_dim=32, layer_norm_eps=1e-5, hidden_act="quick_gelu")).eval()
+    save_file(net.state_dict(), str(tmp_path / "clip_vitl.safetensors"))
+    set_weights_folder(tmp_path)
+    yield net
+    set_weights_folder()
+
+
+def test_style_adapter_from_t2ia_style_clipvision(env, clip_vitl):
+    """t2ia_style_clipvision -> CLIP-L last_hidden_state -> 8 tokens x weight on the cond rows: against
+    transformers' CLIP vision model and the style adapter written with transformers' CLIP layers."""
+    import cv2
+
+    from annotator.neural.clip_vision import MEAN, STD
+    from lib_controlnet.kinds.t2i_adapter_unit import StyleUnit
+    from tests.test_t2i_adapter import style_oracle
+
+    registry, _, folder, image = env
+    (p,) = prepare(env, [{"module": "t2ia_style_clipvision", "model": "t2iadapter_style_sd14v1",
+                          "image": b64png(image), "weight": 0.7}])
+    unit = p.bound
+    assert isinstance(unit, StyleUnit) and unit.hint.shape == (1, 257, 64)
+    pixels = torch.from_numpy(cv2.resize(image, (224, 224), interpolation=cv2.INTER_AREA)).float().div(255)
+    pixels = (pixels.permute(2, 0, 1)[None] - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        tokens_in = clip_vitl(pixel_values=pixels).last_hidden_state
+    assert torch.allclose(unit.hint, tokens_in, rtol=1e-5, atol=1e-5)
+    expected = style_oracle(style_state_dict(seed=15), tokens_in) * 0.7
+
+    from tests.tiny_models import SD_LIKE_UNET as CFG
+
+    unet = ldm_unet(dict(CFG, context_dim=768), seed=3)
+    g = torch.Generator().manual_seed(6)
+    x, t = torch.randn(2, 4, 16, 16, generator=g), torch.tensor([600.0, 600.0])
+    ctx = torch.randn(2, 5, 768, generator=g)
+    with torch.no_grad(), ControlHook(unet, [unit], lambda *a: CallInfo(cond_rows=(0,)), family="sd1").applied():
+        out = unet(x, t, ctx)
+    with torch.no_grad():
+        reference = unet(x, t, torch.cat([ctx, torch.cat([expected, torch.zeros_like(expected)])], dim=1))
+    assert torch.allclose(out, reference, rtol=1e-4, atol=1e-5 * reference.abs().max().item())
 
 
 def test_panel_filters_and_lists_the_new_kinds_by_their_shapes(env):

@@ -371,9 +371,9 @@ def test_style_tokens_are_appended_to_cond_rows_times_weight(tmp_path):
         assert close(out, unet(x[1:], t[1:], torch.cat([ctx[1:], torch.zeros_like(tokens)], dim=1)))
 
 
-def test_style_adapter_given_an_image_names_the_missing_clip_encoder(tmp_path):
+def test_style_adapter_given_an_image_names_the_clip_preprocessor(tmp_path):
     _, path = save_style(tmp_path)
     model = load_control_model(path)
-    with pytest.raises(InputError, match="t2ia_style_clipvision.*clip_vision.*not available") as e:
+    with pytest.raises(InputError, match="t2ia_style_clipvision.*clip_vision.*not an image map") as e:
         StyleUnit(model, torch.rand(1, 3, 128, 128), index=1)
     assert (e.value.unit, e.value.field) == (1, "module")

@@ -163,6 +163,51 @@ def sd15_controlnet_depth():
     return prefixed("control_model.", controlnet_from_unet(ldm_unet(**sd15_unet_config())))
 
 
+@model("ControlNet/t2iadapter_depth_sd14v1.safetensors")
+def sd15_t2i_adapter_depth():
+    """TencentARC's full adapter as published (t2iadapter_*_sd14v1: `Adapter(cin=192, channels=[320, 640, 1280,
+    1280], nums_rb=2, ksize=1, sk=True, use_conv=False)`): pixel-unshuffle 8, conv_in, body.{level*2 + r} blocks
+    with a 1x1 in_conv where the width changes."""
+    import torch
+
+    state = {}
+
+    def conv(key, c_in, c_out, k):
+        m = torch.nn.Conv2d(c_in, c_out, k, padding=k // 2)
+        state[f"{key}.weight"], state[f"{key}.bias"] = m.weight, m.bias
+
+    channels = (320, 640, 1280, 1280)
+    conv("conv_in", 3 * 64, channels[0], 3)
+    for level, width in enumerate(channels):
+        for r in range(2):
+            block = f"body.{level * 2 + r}"
+            if r == 0 and level > 0 and channels[level - 1] != width:
+                conv(f"{block}.in_conv", channels[level - 1], width, 1)
+            conv(f"{block}.block1", width, width, 3)
+            conv(f"{block}.block2", width, width, 1)
+    return {k: v.detach() for k, v in state.items()}
+
+
+@model("ControlNet/control-lora-canny-rank128.safetensors")
+def sd15_control_lora_canny():
+    """Stability's Control-LoRA layout for SD1.5 (`lora_controlnet`; `X.up` [out, 128(, 1, 1)] and `X.down`
+    [128, in(, k, k)] in place of every Linear/Conv2d weight of the UNet part; biases, norms, the hint encoder and
+    the zero convs in full): the ControlNet is the host checkpoint's UNet plus up @ down."""
+    import torch
+
+    cn = controlnet_from_unet(ldm_unet(**sd15_unet_config()))
+    state = {"lora_controlnet": torch.ones(1)}
+    for key, value in cn.items():
+        if key.startswith(("time_embed.", "input_blocks.", "middle_block.")) and key.endswith(".weight") \
+                and value.ndim in (2, 4):
+            module = key[: -len(".weight")]
+            state[module + ".up"] = torch.randn(value.shape[0], 128, *([1] * (value.ndim - 2))) * 0.02
+            state[module + ".down"] = torch.randn(128, *value.shape[1:]) * 0.02
+        else:
+            state[key] = value
+    return state
+
+
 # ---------------------------------------------------------------------------------------------- making files
 # Tensors that must keep their exact values: the noise schedule and CLIP's position ids (all-zero rows of a
 # schedule are data, not an untrained layer).

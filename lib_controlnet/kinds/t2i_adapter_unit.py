@@ -22,7 +22,7 @@ from ..hook.effect import HookTarget
 from .hinted_unit import HintedUnit
 
 SDXL_OUTPUTS = 10  # an SDXL-layout UNet: 9 input blocks + the middle block
-STYLE_ENCODER = "clip_vision"  # the CLIP-L vision encoder (preprocessor t2ia_style_clipvision) the tokens come from
+STYLE_ENCODER = "clip_vision"  # the preprocessor (label t2ia_style_clipvision, CLIP ViT-L/14) the tokens come from
 
 
 def repeat_rows(value: torch.Tensor, batch: int, rows: tuple[int, ...] | None, *, unit: int) -> torch.Tensor:
@@ -113,13 +113,23 @@ class StyleUnit(HintedUnit):
                              unit=self.index, field="effective_region_mask")
         super().__post_init__()
 
+    @classmethod
+    def from_embeddings(cls, model, embeddings: Sequence[dict], *, unit, index: int, hr_option) -> StyleUnit:
+        """The unit of a t2ia_style_clipvision unit: its images' CLIP-L `last_hidden_state`s, stacked."""
+        tokens = [e.get("last_hidden_state") if isinstance(e, dict) else None for e in embeddings]
+        if any(t is None for t in tokens):
+            raise InputError("the T2I style adapter takes CLIP vision embeddings with a last_hidden_state",
+                             unit=index, field="module")
+        return cls(model, torch.cat([t.reshape(-1, *t.shape[-2:]) for t in tokens]), weight=unit.weight,
+                   guidance_start=unit.guidance_start, guidance_end=unit.guidance_end,
+                   control_mode=unit.control_mode, hr_option=hr_option, low_vram=unit.low_vram, index=index)
+
     def check_hint(self, t: torch.Tensor) -> None:
         width = self.model.token_width
         if t.ndim == 4:
             raise InputError(
                 f"{self.model.path.name} is a T2I style adapter: it takes CLIP-L image tokens from the "
-                f"t2ia_style_clipvision preprocessor (the '{STYLE_ENCODER}' CLIP vision encoder), not an image map; "
-                f"that encoder is not available in this build yet",
+                f"t2ia_style_clipvision preprocessor (the '{STYLE_ENCODER}' CLIP vision encoder), not an image map",
                 unit=self.index, field="module",
             )
         if t.ndim != 3 or t.shape[-1] != width:

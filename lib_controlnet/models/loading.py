@@ -19,7 +19,10 @@ def load_control_model(
 ) -> ControlModel:
     """Load a control model from a `.safetensors`/`.pth`/`.ckpt`/`.bin` file or a diffusers folder.
 
-    `base_unet` (the host UNet's state dict, ldm key names) is needed only for "difference" ControlNets.
+    The result has `.kind` ("controlnet", "controlnet_union", "control_lora", "t2i_adapter",
+    "t2i_style_adapter") and `.family`. `base_unet` (the host UNet's state dict, ldm key names) is needed for
+    "difference" ControlNets and Control-LoRAs; pass `unet.state_dict(keep_vars=True)` so that a Control-LoRA
+    reads the live parameters (it holds them weakly and copies nothing).
     """
     raw = read_model(path)
     try:
