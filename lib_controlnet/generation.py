@@ -23,6 +23,7 @@ from .enums import HiResFixOption, ResizeMode
 from .errors import ControlNetError, IncompatibleModelError, InputError
 from .hook.effect import Effect
 from .kinds import unit_class
+from .kinds.ip_adapter_presets import auto_module, lora_note
 from .models.cache import ModelCache
 from .models.headers import cached_header
 from .models.registry import ModelRegistry
@@ -30,6 +31,7 @@ from .preprocessors import Registry, ResultCache, resolve_params, run_preprocess
 from .preprocessors.params import unused_resolution_note
 from .units.hint_size import fit_detected_map, hint_size, hint_tensor, pixel_perfect_resolution, stack_hints
 from .units.image_input import control_input, decode_region_mask, decode_unit_images
+from .units.ipadapter_input import decode_ipadapter_input
 from .units.masked_crop import crop_control_image, wants_masked_crop
 from .units.unit import Unit
 
@@ -57,6 +59,7 @@ class GenerationInputs:
     family: str | None = None  # the checkpoint's family, for controls that depend on it
     inpaint_blur_sigma: int = 7  # the control_net_inpaint_blur_sigma setting (inpaint_only's final blend)
     empty_prompts: bool = False  # prompt and negative prompt both empty (Revision then ignores the text)
+    prompt: str = ""  # the positive prompt(s), joined: FaceID units say when their LoRA is not loaded
 
 
 @dataclass
@@ -111,9 +114,24 @@ def prepare_units(
             continue
         try:
             prepared.append(_prepare(index, unit, inputs, models, model_cache, preprocessors, result_cache))
+            _link_instant_id(prepared)
         except ControlNetError as exc:
             raise exc.at(unit=index) from None
     return prepared
+
+
+def _link_instant_id(prepared: list[PreparedUnit]) -> None:
+    """An InstantID ControlNet (its file name says "instant_id", as in the reference: its keys are a plain
+    SDXL ControlNet's) sees the face tokens of the IP-Adapter unit right before it instead of the prompt."""
+    pu = prepared[-1]
+    main = pu.effects[0] if pu.effects else None
+    if not hasattr(main, "context_override") or "instant_id" not in str(pu.unit.model).lower():
+        return
+    before = prepared[-2].effects[0] if len(prepared) > 1 and prepared[-2].effects else None
+    if not hasattr(before, "image_context"):
+        raise InputError("an InstantID ControlNet must follow an IP-Adapter unit (instant_id_face_embedding with "
+                         "the InstantID ip-adapter) whose face tokens it reads", field="model")
+    main.context_override = before.image_context
 
 
 def check_unit_setup(unit: Unit, *, models: ModelRegistry, preprocessors: Registry, family: str | None = None):
@@ -148,13 +166,22 @@ NO_IMAGE = "the unit is enabled but has no input image"
 
 
 def check_unit_image(unit: Unit, *, has_init_image: bool) -> None:
-    """The unit's own image decodes, or there is an init image (img2img) it can use instead."""
-    if decode_unit_images(unit) is None and not has_init_image:
+    """The unit's own image decodes, or there is an init image (img2img) it can use instead (or the unit
+    sends precomputed IP-Adapter embeddings)."""
+    if unit.ipadapter_input is None and decode_unit_images(unit) is None and not has_init_image:
         raise InputError(NO_IMAGE, field="image")
 
 
 def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, preprocessors, result_cache):
     preprocessor, entry = check_unit_setup(unit, models=models, preprocessors=preprocessors, family=inputs.family)
+    if preprocessor.name == "ip-adapter-auto":  # the reference's preset table, by the model's file stem
+        preprocessor = preprocessors.get(auto_module(entry.name))
+        if preprocessor is None:
+            raise InputError(f"ip-adapter-auto: {entry.name} needs a preprocessor this build does not have",
+                             field="module")
+        logger.info("ControlNet unit %s: ip-adapter-auto => %s", index, preprocessor.label)
+    if unit.ipadapter_input is not None:
+        return _precomputed_unit(index, unit, entry, inputs, model_cache)
     if preprocessor.name == "inpaint_only" and inputs.inpaint_mask is not None:
         # A1111 inpaints the masked area itself; pasting the rest back twice fights it (the reference's rule)
         logger.warning("ControlNet unit %s: A1111's inpaint mask and inpaint_only both keep the unmasked area; "
@@ -214,6 +241,9 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
                              "cannot use: pick a preprocessor that gives a control map", field="module")
         effects.append(cls.from_embeddings(model, embeddings, unit=unit, index=index, hr_option=HiResFixOption.BOTH
                                            if inputs.hires_size is None else unit.hr_option))
+        note = lora_note(entry.name, inputs.prompt) if model.kind == "ip_adapter" else None
+        if note:
+            notes.append(note)
     elif entry is not None:
         model = _load_model(model_cache, entry, inputs)
         check_family(entry.name, model.family, inputs.family)  # files without a readable header (pickles)
@@ -263,6 +293,24 @@ def _load_model(model_cache: ModelCache, entry, inputs: GenerationInputs):
         return model_cache.get(entry.path, base_unet=inputs.base_unet, base_id=inputs.base_id)
     except ControlNetError as exc:  # a file truncated, replaced or unreadable since the scan: the model's fault
         raise exc.at(field="model") from None
+
+
+def _precomputed_unit(index: int, unit: Unit, entry, inputs: GenerationInputs, model_cache) -> PreparedUnit:
+    """A unit with `ipadapter_input`: embeddings sent by the API instead of images to preprocess."""
+    if entry is None:
+        raise InputError("ipadapter_input needs an IP-Adapter model", field="model")
+    embeddings = decode_ipadapter_input(unit.ipadapter_input, unit=index)
+    model = _load_model(model_cache, entry, inputs)
+    cls = unit_class(model.kind)
+    if model.kind != "ip_adapter":
+        raise InputError(f"ipadapter_input is for IP-Adapter models; {entry.name} is a {model.kind}",
+                         field="ipadapter_input")
+    hr_option = HiResFixOption.BOTH if inputs.hires_size is None else unit.hr_option
+    effect = cls.from_embeddings(model, embeddings, unit=unit, index=index, hr_option=hr_option)
+    warnings = [f"ControlNet unit {index}: {note}" for note in [lora_note(entry.name, inputs.prompt)] if note]
+    for line in warnings:
+        logger.warning("%s", line)
+    return PreparedUnit(index, replace(unit, model=entry.name), [effect], [], warnings)
 
 
 def _infotext_resolution(slider, sent: int, used: int) -> int:

@@ -348,6 +348,7 @@ def _generation_inputs(p) -> GenerationInputs:
         ignore_noninpaint_mask=option("controlnet_ignore_noninpaint_mask"),
         family=checkpoint_family(p.sd_model),
         inpaint_blur_sigma=int(option("control_net_inpaint_blur_sigma")),
+        prompt=" ".join(map(str, p.prompt)) if isinstance(getattr(p, "prompt", ""), list) else str(p.prompt or ""),
     )
 
 

@@ -73,7 +73,6 @@ def test_difference_controlnet(sd15):
 @pytest.mark.parametrize(
     "shapes, name",
     [
-        ({"image_proj.proj.weight": (3072, 1024), "ip_adapter.1.to_k_ip.weight": (320, 768)}, "ip-adapter"),
         ({"lllite_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.down.0.weight": (32, 320)}, "controllllite"),
     ],
 )

@@ -16,7 +16,8 @@ with area interpolation — no crop —, scaled to [0, 1] and normalised with CL
 multiplies the normalised pixels by (1 − alpha), so masked pixels count as the mean colour. Embeddings
 are float32. The result is a dict of tensors (safe to `torch.load(weights_only=True)` after
 /controlnet/detect): `image_embeds` [1, projection], `last_hidden_state` and `penultimate_hidden_state`
-[1, 257, width].
+[1, 257, width], and `uncond_penultimate_hidden_state`: the same of a zero image, the uncond input of the
+IP-Adapters that read hidden states (the reference ships it precomputed for ViT-H instead).
 """
 
 from __future__ import annotations
@@ -105,9 +106,24 @@ def encode(net: nn.Module, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
             "penultimate_hidden_state": out.hidden_states[-2].float().cpu()}
 
 
+def uncond_hidden_state(net: nn.Module, device) -> torch.Tensor:
+    """The penultimate hidden states of a zero image (all-zero normalised pixels): the uncond input of the
+    IP-Adapters that read hidden states (plus, full-face, FaceID plus), as the published code makes it.
+    Computed once per loaded encoder."""
+    cached = getattr(net, "_cn_uncond_hidden", None)
+    if cached is None:
+        zeros = torch.zeros(1, 3, net.config.image_size, net.config.image_size, device=device)
+        cached = encode(net, zeros)["penultimate_hidden_state"]
+        net._cn_uncond_hidden = cached
+    return cached
+
+
 def clip_embedding(image: np.ndarray, encoder: str, models=None) -> dict[str, torch.Tensor]:
-    """The embeddings of one image with `encoder` ("clip_h", "clip_g" or "clip_vitl")."""
+    """The embeddings of one image with `encoder` ("clip_h", "clip_g" or "clip_vitl"), plus the uncond
+    hidden states (`uncond_penultimate_hidden_state`, see uncond_hidden_state)."""
     models = default_models() if models is None else models
     net = models.get(ENCODERS[encoder])
-    with models.running(net) as device:
-        return encode(net, pixel_values(image).to(device))
+    with models.running(net) as device, torch.no_grad():
+        out = encode(net, pixel_values(image).to(device))
+        out["uncond_penultimate_hidden_state"] = uncond_hidden_state(net, device)
+        return out

@@ -33,4 +33,4 @@ def unit_class(kind: str) -> type:
 
 
 # Each kind registers itself on import.
-from . import control_lora, controlnet, controlnet_union, t2i_adapter  # noqa: E402, F401
+from . import control_lora, controlnet, controlnet_union, ip_adapter, t2i_adapter  # noqa: E402, F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,9 +23,11 @@ class BoundUnit(HintedUnit):
     """
 
     batch_same_model: bool = False
+    # InstantID: the ControlNet sees these tokens (per call, cond/uncond rows) instead of the text context
+    context_override: Callable[[UNetCall], torch.Tensor] | None = None
 
     def group_key(self):
-        return ("controlnet", id(self.model)) if self.batch_same_model else None
+        return ("controlnet", id(self.model)) if self.batch_same_model and self.context_override is None else None
 
     @classmethod
     def contribute_group(cls, effects, call: UNetCall) -> None:
@@ -53,7 +56,8 @@ class BoundUnit(HintedUnit):
             return  # an uncond-only call: nothing for this unit to add
         with call.placement.running(self.model, low_vram=self.low_vram) as model:
             guided = self.guided_hint(call.x, rows)
-            outs = model(call.pick(call.x, rows), None, call.pick(call.timesteps, rows), call.pick(call.context, rows),
+            context = call.context if self.context_override is None else self.context_override(call)
+            outs = model(call.pick(call.x, rows), None, call.pick(call.timesteps, rows), call.pick(context, rows),
                          call.pick(call.y, rows), guided_hint=guided)
         for i, (residual, scale) in enumerate(zip(outs, self.scales(call.info.hires))):
             if scale != 0:

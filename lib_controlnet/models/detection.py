@@ -18,6 +18,7 @@ from .conversion.diffusers_controlnet import DIFFUSERS_CONTROLNET_MARKER, diffus
 from .conversion.diffusers_t2i_adapter import DIFFUSERS_T2I_MARKERS, diffusers_t2i_to_original_names
 from .conversion.union import is_union_key, union_key_names
 from .networks.arch import ControlNetArch, arch_from_shapes
+from .networks.ip_adapter import IPAdapterArch, ip_adapter_arch
 from .networks.t2i_adapter import AdapterArch, StyleArch, adapter_arch_from_shapes, style_arch_from_shapes
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -73,6 +74,18 @@ def _control_lora(shapes: Shapes, config: Mapping | None):
     return {k: k for k in shapes if k != CONTROL_LORA_MARKER}, arch, family_rule.family
 
 
+def _ip_adapter(shapes: Shapes, config: Mapping | None):
+    """SDXL by its 2048-wide context or its 70 cross-attentions (SD1.x/2.x UNets have 16)."""
+    arch = ip_adapter_arch(shapes)
+    if arch.cross_dim == 2048 or arch.num_layers == 70:
+        family = "sdxl"
+    elif arch.cross_dim == 1024:
+        family = "sd2"
+    else:
+        family = "sd1"
+    return {k: k for k in shapes}, arch, family
+
+
 def _is_t2i_full(s: Shapes) -> bool:
     return any(k in s for k in ("conv_in.weight", "adapter.conv_in.weight")) and any(
         k in s for k in ("body.0.block1.weight", "adapter.body.0.block1.weight"))
@@ -96,8 +109,8 @@ FORMAT_RULES: tuple[FormatRule, ...] = (
                _t2i_style),
     FormatRule("t2i-adapter-light", _is_t2i_light, True, "T2I-Adapter light", "t2i_adapter", _t2i_adapter),
     FormatRule("t2i-adapter", _is_t2i_full, True, "T2I-Adapter", "t2i_adapter", _t2i_adapter),
-    FormatRule("ip-adapter", lambda s: any(k.startswith(("ip_adapter", "image_proj")) for k in s), False,
-               "IP-Adapter"),
+    FormatRule("ip-adapter", lambda s: any(k.startswith("ip_adapter.") for k in s), True, "IP-Adapter",
+               "ip_adapter", _ip_adapter),
     FormatRule("controllllite", _any_contains("lllite"), False, "ControlLLLite"),
     FormatRule("ldm-controlnet-difference", _has(DIFFERENCE_MARKER, "input_hint_block.0.weight"), True,
                "original ControlNet stored as a difference to the base UNet"),
@@ -128,7 +141,7 @@ class Detection:
     format: str
     kind: str
     family: str
-    arch: ControlNetArch | AdapterArch | StyleArch
+    arch: ControlNetArch | AdapterArch | StyleArch | IPAdapterArch
     key_map: dict[str, str]  # source key -> ldm key, for every tensor the network takes
     prefix: str = ""
     is_difference: bool = False

@@ -123,6 +123,10 @@ def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict):
         raise ModelFileError(f"{path.name}: holds a {type(obj).__name__}, not a state dict")
+    if isinstance(obj.get("image_proj"), dict) and isinstance(obj.get("ip_adapter"), dict):
+        # IP-Adapter .bin files: {"image_proj": {...}, "ip_adapter": {...}}; their .safetensors twins have
+        # the same tensors under "image_proj." / "ip_adapter." keys, which is what detection reads
+        obj = {f"{part}.{k}": v for part in ("image_proj", "ip_adapter") for k, v in obj[part].items()}
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise ModelFileError(f"{path.name}: holds no tensors")

@@ -166,6 +166,7 @@ class GenerationService:
             ignore_noninpaint_mask=self.config.option("controlnet_ignore_noninpaint_mask", plan.overrides),
             family=model.family,
             inpaint_blur_sigma=int(self.config.option("control_net_inpaint_blur_sigma", plan.overrides)),
+            prompt=request.prompt,
         )
 
     def response(self, outcome: Outcome) -> dict:

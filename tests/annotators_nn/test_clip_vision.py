@@ -58,11 +58,15 @@ def test_embeddings_equal_transformers_pipeline(photo, folder):
     save_file(net.state_dict(), str(folder / "clip_h.safetensors"))
     out = embed("ip-adapter_clip_h", photo, folder)
     expected = oracle(net, photo)
-    assert set(out) == {"image_embeds", "last_hidden_state", "penultimate_hidden_state"}
+    assert set(out) == {"image_embeds", "last_hidden_state", "penultimate_hidden_state",
+                        "uncond_penultimate_hidden_state"}
     assert out["image_embeds"].dtype == torch.float32 and out["image_embeds"].shape == (1, 24)
     assert torch.allclose(out["image_embeds"], expected.image_embeds, rtol=1e-5, atol=1e-6)
     assert torch.allclose(out["last_hidden_state"], expected.last_hidden_state, rtol=1e-5, atol=1e-6)
     assert torch.allclose(out["penultimate_hidden_state"], expected.hidden_states[-2], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the published uncond: the encoder on all-zero pixel values
+        zero = net(pixel_values=torch.zeros(1, 3, 224, 224), output_hidden_states=True).hidden_states[-2]
+    assert torch.allclose(out["uncond_penultimate_hidden_state"], zero, rtol=1e-5, atol=1e-6)
 
 
 def test_the_clip_mask_blanks_the_masked_pixels(photo, folder):
