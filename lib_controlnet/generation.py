@@ -31,7 +31,7 @@ from .preprocessors import Registry, ResultCache, resolve_params, run_preprocess
 from .preprocessors.params import unused_resolution_note
 from .units.hint_size import fit_detected_map, hint_size, hint_tensor, pixel_perfect_resolution, stack_hints
 from .units.image_input import control_input, decode_region_mask, decode_unit_images
-from .units.ipadapter_input import decode_ipadapter_input
+from .units.ipadapter_input import decode_ipadapter_input, face_embedding
 from .units.masked_crop import crop_control_image, wants_masked_crop
 from .units.unit import Unit
 
@@ -221,8 +221,9 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
         source = control_input(rgba, keep_rgba=preprocessor.accepts_mask or unit.uses_clip,
                                ignore_mask=inputs.ignore_noninpaint_mask)
         detection = run_preprocessor(preprocessor, source, params, cache=result_cache)
-        if not preprocessor.returns_image:  # an embedding (CLIP vision): no map to fit, nothing to show
-            embeddings.append(detection.map)
+        if not preprocessor.returns_image:  # an embedding (CLIP vision, a face): no map to fit, nothing to show
+            found = detection.map
+            embeddings.append(face_embedding(found) if isinstance(found, torch.Tensor) else found)
             continue
         maps.append(fit_detected_map(detection.map, unit.resize_mode, h, w, keep_alpha=keep_alpha))
         if inputs.hires_size is not None:

@@ -43,9 +43,15 @@ def _decode(text: str, unit, field: str) -> dict[str, torch.Tensor]:
         if obj.shape[-1] != FACE_EMBED_DIM:
             raise InputError(f"a plain tensor must be a {FACE_EMBED_DIM}-value face embedding, got shape "
                              f"{tuple(obj.shape)}; send a dict of tensors for CLIP embeddings", unit=unit, field=field)
-        return {"face_embed": obj.float().reshape(1, FACE_EMBED_DIM)}
+        return face_embedding(obj)
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                        for k, v in obj.items()):
         raise InputError(f"must hold a tensor or a dict of named tensors, got {type(obj).__name__}",
                          unit=unit, field=field)
     return {k: v.float() for k, v in obj.items()}
+
+
+def face_embedding(tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A plain face embedding (what ip-adapter_face_id and instant_id_face_embedding return, in the reference's
+    shapes [1, 512] and [512]) as the embedding dict the IP-Adapter reads."""
+    return {"face_embed": tensor.float().reshape(-1, FACE_EMBED_DIM)}

@@ -81,10 +81,10 @@ class Graph:
         self.initializers.append(tensor(name, array))
         return name
 
-    def op(self, op_type: str, *inputs: str, **attributes) -> str:
+    def op(self, op_type: str, *inputs: str, node_name: str | None = None, **attributes) -> str:
         self._count += 1
         out = f"t{self._count}"
-        body = b"".join(_bytes(1, i) for i in inputs) + _bytes(2, out) + _bytes(3, f"n{self._count}")
+        body = b"".join(_bytes(1, i) for i in inputs) + _bytes(2, out) + _bytes(3, node_name or f"n{self._count}")
         body += _bytes(4, op_type) + b"".join(_bytes(5, _attribute(k, v)) for k, v in attributes.items())
         self.nodes.append(body)
         return out
