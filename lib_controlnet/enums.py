@@ -59,6 +59,16 @@ class ResizeMode(_Choice):
             "Envelope (Outer Fit)": "Resize and Fill",
         }
 
+    @classmethod
+    def from_img2img(cls, value) -> ResizeMode:
+        """A1111's img2img resize mode (`p.resize_mode`: 0 Just resize, 1 Crop and resize, 2 Resize and fill,
+        3 Just resize (latent upscale)) as the mode a unit reading the init image fits it by: the reference's
+        mapping, where 3 and anything unknown are Just Resize."""
+        try:
+            return cls.parse(value)
+        except InputError:
+            return cls.RESIZE
+
 
 # Unit fields the reference declares that the control math does not use; parsed here so a payload naming
 # them is validated like every other field.

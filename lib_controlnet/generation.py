@@ -46,6 +46,10 @@ class GenerationInputs:
     height: int
     seed: int = 0  # seeds random preprocessors (shuffle): the reference uses (seed + subseed) & 0xFFFFFFFF
     init_image: np.ndarray | None = None  # img2img: HxWx3 uint8, the input of units without their own image
+    # img2img: how the host fitted the init image to the output (A1111's p.resize_mode, via
+    # ResizeMode.from_img2img). A unit reading the init image fits it the same way, whatever its own resize mode
+    # says (the reference's rule), so its control lines up with the latent made from that image; None: the unit's
+    init_resize_mode: ResizeMode | None = None
     inpaint_mask: np.ndarray | None = None  # img2img: the prepared A1111 mask, HxW uint8
     inpaint_only_masked: bool = False
     inpaint_padding: int = 32
@@ -71,6 +75,12 @@ class PreparedUnit:
     warnings: list[str] = field(default_factory=list)  # accepted, but worth a word ("ControlNet unit i: ...")
     post: list[PixelPost] = field(default_factory=list)  # run by the host on each decoded image
     noise: list[NoiseModifier] = field(default_factory=list)  # run by the host on the first pass's noise
+    resize_mode: ResizeMode | None = None  # how its maps were fitted, when not by the unit's own resize mode
+
+    @property
+    def fit_mode(self):
+        """The resize mode its maps were fitted by: the host's img2img mode for a unit that read the init image."""
+        return self.unit.resize_mode if self.resize_mode is None else self.resize_mode
 
     @property
     def bound(self) -> Effect:
@@ -189,17 +199,21 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
         preprocessor = preprocessors.get("inpaint")
 
     h, w = hint_size(inputs.width, inputs.height)
-    images = _input_images(index, unit, inputs, preprocessor.accepts_mask)
+    images, from_init = _input_images(index, unit, inputs, preprocessor.accepts_mask)
+    # the reference's choose_input_image: the init image comes with the host's resize mode, which then serves
+    # every step below (the "Only masked" crop, outpainting, pixel perfect, fitting the maps)
+    host_mode = inputs.init_resize_mode if from_init else None
+    resize_mode = unit.resize_mode if host_mode is None else host_mode
     if inputs.inpaint_mask is not None and wants_masked_crop(
         unit.module, unit.inpaint_crop_input_image, inputs.inpaint_only_masked, True, inputs.generation_param_keys
     ):
         images = [
             crop_control_image(img, inputs.inpaint_mask, padding=inputs.inpaint_padding, width=inputs.width,
-                               height=inputs.height, resize_mode=unit.resize_mode)
+                               height=inputs.height, resize_mode=resize_mode)
             for img in images
         ]
 
-    if preprocessor.outpaint_first and ResizeMode.parse(unit.resize_mode, field="resize_mode") is ResizeMode.OUTER_FIT:
+    if preprocessor.outpaint_first and ResizeMode.parse(resize_mode, field="resize_mode") is ResizeMode.OUTER_FIT:
         # inpaint_only+lama outpaints: the input is padded to the final size first, the padding marked as mask
         final_h, final_w = inputs.hires_size or (h, w)
         images = [fit_detected_map(img, ResizeMode.OUTER_FIT, final_h, final_w, keep_alpha=True) for img in images]
@@ -209,7 +223,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
                             unit.threshold_b, seed=inputs.seed, notes=notes)
     if unit.pixel_perfect and preprocessor.resolution.visible and preprocessor.resolution.affects_output:
         # computed, never refused: a tiny or extreme-aspect image only raises it to the slider's minimum
-        computed = pixel_perfect_resolution(images[0], h, w, unit.resize_mode)
+        computed = pixel_perfect_resolution(images[0], h, w, resize_mode)
         params = replace(params, resolution=max(computed, int(preprocessor.resolution.minimum)))
         note = unused_resolution_note(preprocessor, unit.processor_res, params.resolution)
         if note:
@@ -225,10 +239,10 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
             found = detection.map
             embeddings.append(face_embedding(found) if isinstance(found, torch.Tensor) else found)
             continue
-        maps.append(fit_detected_map(detection.map, unit.resize_mode, h, w, keep_alpha=keep_alpha))
+        maps.append(fit_detected_map(detection.map, resize_mode, h, w, keep_alpha=keep_alpha))
         if inputs.hires_size is not None:
             hr_h, hr_w = inputs.hires_size
-            hires_maps.append(fit_detected_map(detection.map, unit.resize_mode, hr_h, hr_w, keep_alpha=keep_alpha))
+            hires_maps.append(fit_detected_map(detection.map, resize_mode, hr_h, hr_w, keep_alpha=keep_alpha))
         shown.append(detection.display)
 
     hr_option = unit.hr_option if inputs.hires_size is not None else HiResFixOption.BOTH
@@ -286,7 +300,8 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     kind_fields = main.infotext_fields() if hasattr(main, "infotext_fields") else {}
     used = replace(unit, model=entry.name if entry is not None else unit.model, processor_res=resolution,
                    threshold_a=params.slider_1, threshold_b=params.slider_2, **kind_fields)
-    return PreparedUnit(index, used, effects, shown if unit.save_detected_map else [], warnings, post, noise)
+    return PreparedUnit(index, used, effects, shown if unit.save_detected_map else [], warnings, post, noise,
+                        resize_mode=host_mode)
 
 
 def _load_model(model_cache: ModelCache, entry, inputs: GenerationInputs):
@@ -333,15 +348,17 @@ def detected_map_images(prepared: Sequence[PreparedUnit], inputs: GenerationInpu
     for pu in prepared:
         for shown in pu.detected_maps:
             if inputs.hires_size is not None:
-                yield fit_detected_map(shown, pu.unit.resize_mode, *inputs.hires_size)
-            yield fit_detected_map(shown, pu.unit.resize_mode, h, w)
+                yield fit_detected_map(shown, pu.fit_mode, *inputs.hires_size)
+            yield fit_detected_map(shown, pu.fit_mode, h, w)
 
 
-def _input_images(index: int, unit: Unit, inputs: GenerationInputs, accepts_mask: bool) -> list[np.ndarray]:
-    """The unit's images as HxWx4 RGBA; in img2img a unit without its own image reads the init image."""
+def _input_images(index: int, unit: Unit, inputs: GenerationInputs,
+                  accepts_mask: bool) -> tuple[list[np.ndarray], bool]:
+    """The unit's images as HxWx4 RGBA, and whether they are the init image (in img2img a unit without its own
+    image reads it)."""
     images = decode_unit_images(unit, index=index)
     if images is not None:
-        return images
+        return images, False
     if inputs.init_image is None:
         raise InputError(NO_IMAGE, field="image")
     rgb = np.ascontiguousarray(inputs.init_image[:, :, :3])
@@ -352,4 +369,4 @@ def _input_images(index: int, unit: Unit, inputs: GenerationInputs, accepts_mask
             raise InputError(f"the img2img mask {mask.shape} does not match the init image {alpha.shape}",
                              field="mask")
         alpha = mask
-    return [np.dstack([rgb, alpha])]
+    return [np.dstack([rgb, alpha])], True

@@ -27,6 +27,7 @@ from PIL import Image
 from annotator.neural import runtime as annotator_runtime
 from annotator.neural.weights import set_weights_folder
 from lib_controlnet import settings as cn_settings
+from lib_controlnet.enums import ResizeMode
 from lib_controlnet.errors import ControlNetError, InputError
 from lib_controlnet.generation import (
     GenerationInputs,
@@ -45,6 +46,7 @@ from lib_controlnet.models.cache import ModelCache
 from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import default_registry
 from lib_controlnet.units.hint_size import hires_hint_size
+from lib_controlnet.units.image_input import init_image_array
 from lib_controlnet.units.infotext import infotext_params
 from lib_controlnet.units.masked_crop import prepare_mask
 from lib_controlnet.units.script_control import (
@@ -323,10 +325,13 @@ def _generation_inputs(p) -> GenerationInputs:
     hires = None
     if getattr(p, "enable_hr", False):
         hires = hires_hint_size(p.width, p.height, p.hr_scale, p.hr_resize_x, p.hr_resize_y)
-    init_image = mask = None
+    init_image = mask = init_mode = None
     init_images = getattr(p, "init_images", None)
     if init_images:
-        init_image = np.asarray(init_images[0].convert("RGB"))
+        # as the reference: p.init_images[0] as sent (process() runs before A1111 resizes it, in p.init), fitted
+        # by A1111's own img2img resize mode, RGBA over white
+        init_image = init_image_array(init_images[0])
+        init_mode = ResizeMode.from_img2img(getattr(p, "resize_mode", 0))
         if getattr(p, "image_mask", None) is not None:
             mask = prepare_mask(np.asarray(p.image_mask), invert=bool(p.inpainting_mask_invert),
                                 blur_x=p.mask_blur_x, blur_y=p.mask_blur_y)
@@ -338,6 +343,7 @@ def _generation_inputs(p) -> GenerationInputs:
         height=p.height,
         seed=(int(seed) + int(subseed)) & 0xFFFFFFFF,
         init_image=init_image,
+        init_resize_mode=init_mode,
         inpaint_mask=mask,
         inpaint_only_masked=bool(getattr(p, "inpaint_full_res", False)),
         inpaint_padding=int(getattr(p, "inpaint_full_res_padding", 32)),

@@ -7,9 +7,20 @@ import torch
 from PIL import Image, ImageFilter, ImageOps
 
 
+def flatten(image: Image.Image) -> Image.Image:
+    """RGB; a transparent init image over white, as A1111 flattens it (img2img_background_color, #ffffff by
+    default) before it encodes or overlays it. ControlNet units reading the init image composite it over
+    white too, so the control and the latent see the same picture."""
+    if image.mode == "RGBA":
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        background.paste(image, mask=image)
+        image = background
+    return image.convert("RGB")
+
+
 def to_tensor(image: Image.Image, width: int, height: int) -> torch.Tensor:
     """[1, 3, H, W] in [-1, 1]; resized to the target ("Just resize", A1111's img2img resize mode 0)."""
-    image = image.convert("RGB")
+    image = flatten(image)
     if image.size != (width, height):
         image = image.resize((width, height), Image.LANCZOS)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
@@ -46,4 +57,4 @@ def latent_keep_mask(mask: Image.Image, latent_width: int, latent_height: int) -
 
 def overlay(generated: Image.Image, init: Image.Image, mask: Image.Image) -> Image.Image:
     """Put the init image's own pixels back outside the (blurred) mask, as A1111 does after inpainting."""
-    return Image.composite(generated, init.convert("RGB").resize(generated.size, Image.LANCZOS), mask)
+    return Image.composite(generated, flatten(init).resize(generated.size, Image.LANCZOS), mask)

@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 
 from lib_controlnet import InputError, ModelCache, NotFoundError
-from lib_controlnet.generation import GenerationInputs, prepare_units
+from lib_controlnet.generation import GenerationInputs, detected_map_images, prepare_units
 from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import ResultCache, default_registry
 from lib_controlnet.units.unit import Unit
@@ -113,3 +113,71 @@ def test_inpaint_unit_takes_the_img2img_mask_and_marks_it_minus_one(env):
     hint = p.bound.hint[0]
     assert (hint[:, 40:88, 40:88] == -1).all()
     assert (hint[:, :24, :24] >= 0).all()
+
+
+# --- img2img: a unit without its own image fits the init image as A1111 fitted it (issue 17) ----------------
+def _wide(env):
+    _, photo = env
+    return np.ascontiguousarray(np.concatenate([photo, photo[:, :64]], axis=1))  # 128x192: another aspect
+
+
+@pytest.mark.parametrize("host_mode, expected_mode", [
+    ("Just Resize", "Just Resize"), ("Crop and Resize", "Crop and Resize"), ("Resize and Fill", "Resize and Fill")])
+def test_a_unit_reading_the_init_image_fits_it_by_the_hosts_img2img_resize_mode(env, host_mode, expected_mode):
+    from lib_controlnet.enums import ResizeMode
+    from lib_controlnet.units.hint_size import fit_detected_map
+
+    wide = _wide(env)
+    # the unit says Crop and Resize (its default); the reference ignores it for the init image and uses A1111's
+    # p.resize_mode, so the control lines up with the latent A1111 made from the same image
+    (p,) = prepare(env, [{"module": "none", "model": "control_tiny_canny", "resize_mode": "Crop and Resize"}],
+                   init_image=wide, init_resize_mode=ResizeMode.parse(host_mode))
+    expected = fit_detected_map(wide, expected_mode, 64, 64)
+    assert torch.equal(p.bound.hint[0], torch.from_numpy(expected).permute(2, 0, 1).float() / 255)
+    (shown,) = detected_map_images([p], GenerationInputs(width=64, height=64))
+    assert np.array_equal(shown, expected)  # the map returned is the one used
+    assert p.unit.resize_mode.value == "Crop and Resize"  # infotext: the unit as sent (the reference's too)
+
+
+def test_a_unit_with_its_own_image_keeps_its_resize_mode_in_img2img(env):
+    from lib_controlnet.enums import ResizeMode
+    from lib_controlnet.units.hint_size import fit_detected_map
+
+    wide = _wide(env)
+    (p,) = prepare(env, [{"module": "none", "model": "control_tiny_canny", "resize_mode": "Crop and Resize",
+                          "image": b64png(wide)}], init_image=wide, init_resize_mode=ResizeMode.RESIZE)
+    expected = fit_detected_map(wide, "Crop and Resize", 64, 64)
+    assert torch.equal(p.bound.hint[0], torch.from_numpy(expected).permute(2, 0, 1).float() / 255)
+
+
+def test_pixel_perfect_on_the_init_image_uses_the_hosts_resize_mode(env):
+    from lib_controlnet.enums import ResizeMode
+
+    wide = _wide(env)  # 128x192 into 256x256: fill -> 128 * 256/192 = 171, the other modes -> 256
+    unit = {"module": "canny", "model": "control_tiny_canny", "resize_mode": "Crop and Resize", "pixel_perfect": True}
+    (p,) = prepare(env, [unit], width=256, height=256, init_image=wide, init_resize_mode=ResizeMode.OUTER_FIT)
+    assert p.unit.processor_res == 171
+
+
+@pytest.mark.parametrize("value, expected", [(0, "Just Resize"), (1, "Crop and Resize"), (2, "Resize and Fill"),
+                                             (3, "Just Resize"), (7, "Just Resize"), ("Crop and resize",
+                                                                                      "Crop and Resize")])
+def test_a1111_img2img_resize_modes(value, expected):
+    from lib_controlnet.enums import ResizeMode
+
+    # A1111's img2img radio: Just resize, Crop and resize, Resize and fill, Just resize (latent upscale)
+    assert ResizeMode.from_img2img(value).value == expected
+
+
+def test_the_init_image_is_read_as_the_reference_reads_it():
+    from lib_controlnet.units.image_input import init_image_array
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = [[0, 64, 128, 255]] * 4
+    # the reference's HWC3: composited over white (PIL's convert("RGB") would drop the alpha: 200, 0, 0)
+    got = init_image_array(Image.fromarray(rgba, "RGBA"))
+    alpha = rgba[..., 3:4].astype(np.float32) / 255
+    assert np.array_equal(got, (rgba[..., :3] * alpha + 255 * (1 - alpha)).clip(0, 255).astype(np.uint8))
+    grey = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    assert np.array_equal(init_image_array(Image.fromarray(grey, "L")), np.repeat(grey[..., None], 3, axis=2))

@@ -245,6 +245,13 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def init_image_array(image: Image.Image) -> np.ndarray:
+    """A host's img2img init image (PIL, any mode) as the HxWx3 uint8 a unit without its own image reads:
+    the reference's HWC3 of the array, so grey is replicated and RGBA is composited over white (PIL's
+    convert("RGB") would drop the alpha, leaving the colour under transparent pixels)."""
+    return hwc3(_pil_to_array(image))
+
+
 # --- what the preprocessor sees -------------------------------------------------------------------------
 def control_input(rgba: np.ndarray, *, keep_rgba: bool, ignore_mask: bool = False) -> np.ndarray:
     """The array a preprocessor gets from a unit's RGBA input, by the reference's rule:

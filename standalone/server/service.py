@@ -18,10 +18,12 @@ import numpy as np
 
 from annotator.neural import runtime as annotator_runtime
 from annotator.neural.weights import set_weights_folder
+from lib_controlnet.enums import ResizeMode
 from lib_controlnet.generation import GenerationInputs, detected_map_images, hook_effects, prepare_units
 from lib_controlnet.models.cache import ModelCache
 from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import Registry, ResultCache, default_cache, default_registry
+from lib_controlnet.units.image_input import init_image_array
 from lib_controlnet.units.infotext import infotext_params
 from lib_controlnet.units.masked_crop import prepare_mask
 
@@ -143,7 +145,7 @@ class GenerationService:
     def _inputs(self, request: GenerationRequest, plan) -> GenerationInputs:
         init_image = mask = None
         if request.is_img2img:
-            init_image = np.asarray(request.init_images[0].convert("RGB"))
+            init_image = init_image_array(request.init_images[0])
             if request.mask is not None:
                 # the A1111 adapter's preparation (A1111 1.10's), so units see the mask A1111 would give them
                 mask = prepare_mask(np.asarray(request.mask), invert=request.inpainting_mask_invert,
@@ -159,6 +161,7 @@ class GenerationService:
             hires_size=hires_size,
             seed=(plan.seed + plan.subseed) & 0xFFFFFFFF,
             init_image=init_image,
+            init_resize_mode=ResizeMode.RESIZE,  # this host's img2img always stretches the init image (0, Just resize)
             inpaint_mask=mask,
             base_unet=model.unet.state_dict(keep_vars=True),  # live parameters (Control-LoRA)
             base_id=model.short_hash(),

@@ -163,6 +163,22 @@ def test_img2img_unit_without_image_reads_the_init_image(client):
     assert np.array_equal(pixels(data["images"][1]), 255 - gradient())
 
 
+def test_img2img_init_image_control_is_fitted_as_the_init_image_and_over_white(client):
+    # 64x96 into 64x64 with a Crop and Resize unit: this host stretches the init image (A1111's resize mode 0),
+    # so the control is stretched too (the reference's rule), else it would not line up with the latent
+    wide = np.zeros((64, 96, 4), np.uint8)
+    wide[..., :3] = np.tile(np.linspace(0, 255, 96, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    wide[..., 3] = 255
+    wide[:, :16, 3] = 0  # a transparent band: white under it, as A1111 flattens the init image
+    unit_ = {"enabled": True, "module": "none", "model": CONTROLNET, "resize_mode": "Crop and Resize"}
+    data = ok(client.post("/sdapi/v1/img2img", json=body(unit_, init_images=[png_b64(wide)],
+                                                         denoising_strength=0.6)))
+    from annotator.util import hwc3
+    from lib_controlnet.units.hint_size import fit_detected_map
+
+    assert np.array_equal(pixels(data["images"][1]), fit_detected_map(hwc3(wide), "Just Resize", 64, 64))
+
+
 def test_img2img_three_units_with_an_inpaint_mask(client):
     mask = np.zeros((64, 64, 3), np.uint8)
     mask[:, 32:] = 255
