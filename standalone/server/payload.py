@@ -10,6 +10,7 @@ that the standalone host ignores but that leave the request's image meaningful (
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from lib_controlnet.errors import GENERATION, ControlNetError, InputError, NotFo
 
 from ..hires import HiresFix
 from ..samplers import resolve_sampler
-from .schemas import GenerationBody, Img2ImgBody, Txt2ImgBody
+from .schemas import GenerationBody, Img2ImgBody, Txt2ImgBody, body_dict
 
 MAX_SEED = 2**32 - 1
 CLIP_SKIP_OPTION = "CLIP_stop_at_last_layers"  # A1111's option name for clip skip
@@ -67,6 +68,23 @@ class Translated:
 
 def _or(value, default):
     return default if value is None else value
+
+
+def refuse_non_finite(body: GenerationBody) -> None:
+    """Python's JSON reader takes NaN and Infinity, which no field means and no JSON answer can carry: the echoed
+    request ("parameters") then failed to render, a 500 after the whole generation (tools/fuzz_api.py found
+    `eta: -Infinity`). Refused first, naming the field, wherever in the body it is."""
+    def walk(value, path: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{path} must be a finite number, got {value}", field=path, subject=GENERATION)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{path}[{i}]")
+
+    walk(body_dict(body), "")
 
 
 def translate(body: GenerationBody, *, checkpoint_names: tuple[str, ...] = (), default_size: int = 512) -> Translated:

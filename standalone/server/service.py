@@ -34,7 +34,7 @@ from .checkpoints import LoadedCheckpoint, checkpoint_files
 from .config import ServerConfig
 from .encoding import png_base64
 from .jobs import Job, JobQueue
-from .payload import Translated, translate
+from .payload import Translated, refuse_non_finite, translate
 from .schemas import GenerationBody, Img2ImgBody, body_dict
 
 logger = logging.getLogger("standalone.server")
@@ -113,6 +113,7 @@ class GenerationService:
                          default_size=model.default_size)
         alwayson = body.alwayson_scripts if units is None else {"controlnet": {"args": list(units)}}
         parsed, notes = controlnet_units(alwayson, self.preprocessors, self.config.unit_slots)
+        refuse_non_finite(body)  # after the units, whose own fields are named as a unit's
         request = GenerationRequest(**plan.fields)
         self.pipeline.validate(request)
 

@@ -5,6 +5,7 @@ tools/fuzz_api.py."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -69,3 +70,17 @@ def test_an_openpose_keypoint_that_is_no_position_is_refused(client, value):
     response = client.post("/controlnet/render_openpose_json", json=[pose])  # OpenCV failed inside: 500
     assert response.status_code == 422
     assert response.json()["field"] == "pose_data[0].people[0].pose_keypoints_2d"
+
+
+@pytest.mark.parametrize("route, text, field", [
+    ("/sdapi/v1/txt2img", '"eta": -Infinity', "eta"),  # accepted, generated, then the echo failed to render: 500
+    ("/sdapi/v1/txt2img", '"refiner_switch_at": NaN', "refiner_switch_at"),
+    ("/sdapi/v1/txt2img", '"override_settings": {"eta_noise_seed_delta": Infinity}',
+     "override_settings.eta_noise_seed_delta"),
+    ("/sdapi/v1/img2img", '"comments": {"a": [1, NaN]}', "comments.a[1]"),
+])
+def test_a_number_that_is_not_finite_is_refused_naming_the_field(client, route, text, field):
+    extra = {} if route.endswith("txt2img") else {"init_images": [png_b64(square())]}
+    raw = json.dumps(body(**extra, steps=1))[:-1] + ", " + text + "}"
+    response = client.post(route, content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["field"] == field, response.text
