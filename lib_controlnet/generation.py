@@ -33,7 +33,7 @@ from .units.hint_size import fit_detected_map, hint_size, hint_tensor, pixel_per
 from .units.image_input import control_input, decode_region_mask, decode_unit_images
 from .units.ipadapter_input import decode_ipadapter_input, face_embedding
 from .units.masked_crop import crop_control_image, wants_masked_crop
-from .units.unit import Unit
+from .units.unit import Unit, uses_clip
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class GenerationInputs:
     inpaint_blur_sigma: int = 7  # the control_net_inpaint_blur_sigma setting (inpaint_only's final blend)
     empty_prompts: bool = False  # prompt and negative prompt both empty (Revision then ignores the text)
     prompt: str = ""  # the positive prompt(s), joined: FaceID units say when their LoRA is not loaded
+    lora_names: frozenset[str] | None = None  # the LoRAs the host can load (names, aliases); None: it does not say
 
 
 @dataclass
@@ -232,7 +233,8 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
     keep_alpha = unit.is_inpaint
     maps, hires_maps, shown, embeddings = [], [], [], []
     for rgba in images:
-        source = control_input(rgba, keep_rgba=preprocessor.accepts_mask or unit.uses_clip,
+        # by the preprocessor that runs (ip-adapter-auto resolved: a face module drops the alpha)
+        source = control_input(rgba, keep_rgba=preprocessor.accepts_mask or uses_clip(preprocessor.name),
                                ignore_mask=inputs.ignore_noninpaint_mask)
         detection = run_preprocessor(preprocessor, source, params, cache=result_cache)
         if not preprocessor.returns_image:  # an embedding (CLIP vision, a face): no map to fit, nothing to show
@@ -256,7 +258,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
                              "cannot use: pick a preprocessor that gives a control map", field="module")
         effects.append(cls.from_embeddings(model, embeddings, unit=unit, index=index, hr_option=HiResFixOption.BOTH
                                            if inputs.hires_size is None else unit.hr_option))
-        note = lora_note(entry.name, inputs.prompt) if model.kind == "ip_adapter" else None
+        note = lora_note(entry.name, inputs.prompt, inputs.lora_names) if model.kind == "ip_adapter" else None
         if note:
             notes.append(note)
     elif entry is not None:
@@ -323,7 +325,8 @@ def _precomputed_unit(index: int, unit: Unit, entry, inputs: GenerationInputs, m
                          field="ipadapter_input")
     hr_option = HiResFixOption.BOTH if inputs.hires_size is None else unit.hr_option
     effect = cls.from_embeddings(model, embeddings, unit=unit, index=index, hr_option=hr_option)
-    warnings = [f"ControlNet unit {index}: {note}" for note in [lora_note(entry.name, inputs.prompt)] if note]
+    note = lora_note(entry.name, inputs.prompt, inputs.lora_names)
+    warnings = [f"ControlNet unit {index}: {note}"] if note else []
     for line in warnings:
         logger.warning("%s", line)
     return PreparedUnit(index, replace(unit, model=entry.name), [effect], [], warnings)

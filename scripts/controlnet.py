@@ -355,7 +355,21 @@ def _generation_inputs(p) -> GenerationInputs:
         family=checkpoint_family(p.sd_model),
         inpaint_blur_sigma=int(option("control_net_inpaint_blur_sigma")),
         prompt=" ".join(map(str, p.prompt)) if isinstance(getattr(p, "prompt", ""), list) else str(p.prompt or ""),
+        lora_names=_available_loras(),
     )
+
+
+def _available_loras() -> frozenset[str] | None:
+    """The LoRA names and aliases A1111's built-in Lora extension found (its `networks` module, imported by
+    its scripts); None when it is not loaded, so nothing is claimed about LoRAs."""
+    import sys
+
+    networks = sys.modules.get("networks")
+    names = getattr(networks, "available_networks", None)
+    if not isinstance(names, dict):
+        return None
+    aliases = getattr(networks, "available_network_aliases", None)
+    return frozenset(names) | frozenset(aliases if isinstance(aliases, dict) else ())
 
 
 def _save_detected_maps(p, session: _Session) -> None:

@@ -375,3 +375,26 @@ def test_layer_order_is_diffusers_processor_order(sd_unet):
 
     expected = [next(m.attn2 for m in ldm_block(n).modules() if hasattr(m, "attn2")) for n in names]
     assert [layer.attn for layer in cross_attention_layers(sd_unet)] == expected
+
+
+# --- FaceID's LoRA -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("prompt, available, says", [
+    ("a photo", None, "which the prompt does not load"),
+    ("a photo <lora:ip-adapter-faceid_sd15_lora:0.6>", None, None),
+    ("a photo <lora:ip-adapter-faceid_sd15_lora>", None, None),  # A1111's syntax without a weight
+    ("a photo <lora:ip-adapter-faceid_sd15_lora_v2:0.6>", None, "which the prompt does not load"),  # another LoRA
+    ("a photo <lora:ip-adapter-faceid_sd15_lora:0.6>", frozenset({"ip-adapter-faceid_sd15_lora"}), None),
+    ("a photo <lora:ip-adapter-faceid_sd15_lora:0.6>", frozenset({"other"}), "the prompt loads it but this host has "
+                                                                              "no LoRA of that name"),
+    ("a photo", frozenset(), "this host has no LoRA of that name"),
+    ("a photo", frozenset({"ip-adapter-faceid_sd15_lora"}), "which the prompt does not load"),
+])
+def test_faceid_lora_note(prompt, available, says):
+    from lib_controlnet.kinds.ip_adapter_presets import lora_note
+
+    note = lora_note("ip-adapter-faceid_sd15 [0123abcd]", prompt, available)
+    assert (note is None) == (says is None)
+    if says:
+        assert says in note and "ip-adapter-faceid_sd15_lora" in note and "h94/IP-Adapter-FaceID" in note
+    assert lora_note("ip-adapter-faceid-portrait_sd15", "a photo", frozenset()) is None  # published without one
+    assert lora_note("ip-adapter-plus_sd15", "a photo", frozenset()) is None

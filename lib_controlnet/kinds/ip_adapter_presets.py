@@ -7,6 +7,8 @@ preprocessor by hand: keys cannot tell ViT-H from ViT-bigG hidden states in ever
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from ..errors import InputError
@@ -73,11 +75,28 @@ def auto_module(model_name: str) -> str:
     return preset.module
 
 
-def lora_note(model_name: str, prompts: str) -> str | None:
-    """For FaceID files published with a LoRA: a note when the prompt does not load it."""
+LORA_SOURCE = "https://huggingface.co/h94/IP-Adapter-FaceID"
+
+
+def loads_lora(name: str, prompts: str) -> bool:
+    """The prompt has `<lora:name>` or `<lora:name:...>` (A1111's extra-network syntax)."""
+    return re.search(rf"<lora:{re.escape(name)}(:[^>]*)?>", prompts) is not None
+
+
+def lora_note(model_name: str, prompts: str, available: Collection[str] | None = None) -> str | None:
+    """For FaceID files published with a LoRA: a note when the prompt does not load it, or when the host says
+    which LoRAs it has (`available`: their names; None when it does not say) and that one is not among them."""
     preset = preset_for(model_name)
-    if preset is None or preset.lora is None or f"<lora:{preset.lora}:" in prompts:
+    if preset is None or preset.lora is None:
         return None
-    return (f"{preset.model} is published with the LoRA {preset.lora}, which the prompt does not load: add "
-            f"<lora:{preset.lora}:0.6> to the prompt (A1111's Lora folder must hold {preset.lora}.safetensors); "
-            "without it the face is less faithful")
+    lora, in_prompt = preset.lora, loads_lora(preset.lora, prompts)
+    if available is not None and lora not in available:
+        asked = "the prompt loads it but " if in_prompt else ""
+        return (f"{preset.model} is published with the LoRA {lora}, and {asked}this host has no LoRA of that name "
+                f"(put {lora}.safetensors, from {LORA_SOURCE}, in the WebUI's Lora folder and add <lora:{lora}:0.6> "
+                "to the prompt); without it the face is less faithful")
+    if in_prompt:
+        return None
+    return (f"{preset.model} is published with the LoRA {lora}, which the prompt does not load: add "
+            f"<lora:{lora}:0.6> to the prompt (A1111's Lora folder must hold {lora}.safetensors, from "
+            f"{LORA_SOURCE}); without it the face is less faithful")

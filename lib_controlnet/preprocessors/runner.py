@@ -7,6 +7,7 @@ import numpy as np
 from annotator.util import hwc3
 from lib_controlnet.errors import InputError
 from lib_controlnet.lazy import lazy_singleton
+from lib_controlnet.units.unit import uses_clip
 
 from .cache import ResultCache
 from .declaration import Detection, Params, Preprocessor
@@ -18,14 +19,15 @@ def default_cache() -> ResultCache:
 
 
 def prepare_input(preprocessor: Preprocessor, image: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 for most modules; HxWx4 (alpha = mask) kept for those that accept a mask."""
+    """HxWx3 uint8 for most modules; HxWx4 (alpha = mask) kept for those that accept a mask and the CLIP
+    encoders (whose mask, as the reference's, needs no upload field: the unit's mask is the CLIP mask)."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise InputError("the input image must be a uint8 array", field="image")
     has_mask = image.ndim == 3 and image.shape[2] == 4
     if preprocessor.requires_mask and not has_mask:
         raise InputError(f"preprocessor {preprocessor.name} needs a mask with the image", field="mask")
-    if has_mask and preprocessor.accepts_mask:
-        return np.ascontiguousarray(image)
+    if has_mask and (preprocessor.accepts_mask or uses_clip(preprocessor.name)):
+        return np.ascontiguousarray(image)  # the mask as alpha (a CLIP mask for the CLIP encoders)
     return np.ascontiguousarray(hwc3(image))
 
 

@@ -155,11 +155,7 @@ class Unit:
     @property
     def uses_clip(self) -> bool:
         """CLIP-based preprocessors keep the RGBA input too (the mask weights the image embedding)."""
-        return ("ip-adapter" in self.module and "face_id" not in self.module) or self.module in (
-            "clip_vision",
-            "revision_clipvision",
-            "revision_ignore_prompt",
-        )
+        return uses_clip(self.module)
 
     def warnings(self) -> list[str]:
         """What the caller should log about this unit's payload (accepted, but worth a word)."""
@@ -446,3 +442,11 @@ def _same(a, b) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a is b or a == b
+
+
+def uses_clip(module: str) -> bool:
+    """The reference's rule: CLIP-based preprocessors get the RGBA input (the mask as alpha weights the image
+    embedding). `module` is the preprocessor's name (ip-adapter-auto counts, as in the reference, until the
+    model resolves it)."""
+    return ("ip-adapter" in module and "face_id" not in module) or module in (
+        "clip_vision", "revision_clipvision", "revision_ignore_prompt")

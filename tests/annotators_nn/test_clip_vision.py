@@ -125,3 +125,25 @@ def test_detect_returns_embeddings_that_load_without_pickled_code(photo, folder)
     assert "images" not in response and len(response["tensor"]) == 1
     loaded = torch.load(io.BytesIO(base64.b64decode(response["tensor"][0])), weights_only=True)
     assert loaded["image_embeds"].shape == (1, 24)
+
+
+@pytest.mark.parametrize("module, encoder", [("t2ia_style_clipvision", "clip_vitl"), ("revision_clipvision", "clip_g"),
+                                             ("ip-adapter_clip_h", "clip_h")])
+def test_every_clip_encoder_in_a_unit_sees_the_image_and_its_mask(photo, folder, module, encoder):
+    """A unit's input reaches the encoders as RGBA (the mask as alpha, zero when there is none): each applies
+    the CLIP mask as the reference does, whether or not its declaration offers a mask upload; an RGBA input
+    was once composited over white for the ones that do not (t2ia_style_clipvision, revision)."""
+    from lib_controlnet.units.image_input import control_input
+    from lib_controlnet.units.unit import uses_clip
+
+    torch.manual_seed(3)
+    net = CLIPVisionModelWithProjection(CLIPVisionConfig(**{**TINY, "hidden_act": clip_vision.ACTIVATIONS[encoder]}))
+    save_file(net.eval().state_dict(), str(folder / f"{encoder}.safetensors"))
+    preprocessor = default_registry().get(module)
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[: photo.shape[0] // 2] = 255
+    for alpha, expected in ((np.zeros_like(mask), oracle(net, photo)), (mask, oracle(net, photo, mask))):
+        rgba = np.dstack([photo, alpha])
+        source = control_input(rgba, keep_rgba=preprocessor.accepts_mask or uses_clip(preprocessor.name))
+        out = embed(module, source, folder)
+        assert torch.allclose(out["image_embeds"], expected.image_embeds, atol=1e-5)
