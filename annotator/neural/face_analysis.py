@@ -152,10 +152,10 @@ def detector_input(rgb: np.ndarray, size: tuple[int, int] = DET_SIZE) -> tuple[n
     width, height = size
     if rgb.shape[0] / rgb.shape[1] > height / width:
         new_h = height
-        new_w = int(new_h / (rgb.shape[0] / rgb.shape[1]))
+        new_w = max(1, int(new_h / (rgb.shape[0] / rgb.shape[1])))  # at least a pixel (a 1 x 2000 strip)
     else:
         new_w = width
-        new_h = int(new_w * (rgb.shape[0] / rgb.shape[1]))
+        new_h = max(1, int(new_w * (rgb.shape[0] / rgb.shape[1])))
     canvas = np.zeros((height, width, 3), np.uint8)
     canvas[:new_h, :new_w] = cv2.resize(rgb, (new_w, new_h))
     blob = (canvas.astype(np.float32) - DET_MEAN) / DET_STD

@@ -83,6 +83,12 @@ def test_detector_input_is_the_letterbox_scaled_to_fit_on_black():
                                                                                                 -127.5 / 128)
 
 
+def test_a_strip_of_an_image_keeps_a_pixel_of_height():
+    blob, scale = fa.detector_input(np.full((1, 2000, 3), 255, np.uint8))
+    assert scale == 1.0 and np.allclose(blob[0, :, 0, :640], (255 - 127.5) / 128)
+    assert np.allclose(blob[0, :, 1:], -127.5 / 128)
+
+
 def test_anchor_centres_go_row_by_row_with_each_cells_anchors_together():
     centres = fa.anchor_centres(2, 3, 8, 2)
     expected = [(0, 0), (0, 0), (8, 0), (8, 0), (16, 0), (16, 0), (0, 8), (0, 8), (8, 8), (8, 8), (16, 8), (16, 8)]
