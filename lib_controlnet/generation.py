@@ -11,7 +11,7 @@ Both hosts call `prepare_units`; neither knows how a unit becomes tensors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -64,7 +64,8 @@ class GenerationInputs:
     inpaint_blur_sigma: int = 7  # the control_net_inpaint_blur_sigma setting (inpaint_only's final blend)
     empty_prompts: bool = False  # prompt and negative prompt both empty (Revision then ignores the text)
     prompt: str = ""  # the positive prompt(s), joined: FaceID units say when their LoRA is not loaded
-    lora_names: frozenset[str] | None = None  # the LoRAs the host can load (names, aliases); None: it does not say
+    # whether the host has a LoRA of a name (FaceID's published LoRA); None: it cannot tell
+    has_lora: Callable[[str], bool] | None = None
 
 
 @dataclass
@@ -258,7 +259,7 @@ def _prepare(index, unit: Unit, inputs: GenerationInputs, models, model_cache, p
                              "cannot use: pick a preprocessor that gives a control map", field="module")
         effects.append(cls.from_embeddings(model, embeddings, unit=unit, index=index, hr_option=HiResFixOption.BOTH
                                            if inputs.hires_size is None else unit.hr_option))
-        note = lora_note(entry.name, inputs.prompt, inputs.lora_names) if model.kind == "ip_adapter" else None
+        note = lora_note(entry.name, inputs.prompt, inputs.has_lora) if model.kind == "ip_adapter" else None
         if note:
             notes.append(note)
     elif entry is not None:
@@ -325,7 +326,7 @@ def _precomputed_unit(index: int, unit: Unit, entry, inputs: GenerationInputs, m
                          field="ipadapter_input")
     hr_option = HiResFixOption.BOTH if inputs.hires_size is None else unit.hr_option
     effect = cls.from_embeddings(model, embeddings, unit=unit, index=index, hr_option=hr_option)
-    note = lora_note(entry.name, inputs.prompt, inputs.lora_names)
+    note = lora_note(entry.name, inputs.prompt, inputs.has_lora)
     warnings = [f"ControlNet unit {index}: {note}"] if note else []
     for line in warnings:
         logger.warning("%s", line)

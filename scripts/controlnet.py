@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -42,6 +43,7 @@ from lib_controlnet.generation import (
 from lib_controlnet.hook.cfg_rows import CfgBatchRows
 from lib_controlnet.hook.control_hook import ControlHook
 from lib_controlnet.hook.host import HostInfo
+from lib_controlnet.kinds.ip_adapter_presets import a1111_lora_lookup
 from lib_controlnet.models.cache import ModelCache
 from lib_controlnet.models.registry import ModelRegistry
 from lib_controlnet.preprocessors import default_registry
@@ -355,21 +357,8 @@ def _generation_inputs(p) -> GenerationInputs:
         family=checkpoint_family(p.sd_model),
         inpaint_blur_sigma=int(option("control_net_inpaint_blur_sigma")),
         prompt=" ".join(map(str, p.prompt)) if isinstance(getattr(p, "prompt", ""), list) else str(p.prompt or ""),
-        lora_names=_available_loras(),
+        has_lora=a1111_lora_lookup(sys.modules.get("networks")),  # the built-in Lora extension's module
     )
-
-
-def _available_loras() -> frozenset[str] | None:
-    """The LoRA names and aliases A1111's built-in Lora extension found (its `networks` module, imported by
-    its scripts); None when it is not loaded, so nothing is claimed about LoRAs."""
-    import sys
-
-    networks = sys.modules.get("networks")
-    names = getattr(networks, "available_networks", None)
-    if not isinstance(names, dict):
-        return None
-    aliases = getattr(networks, "available_network_aliases", None)
-    return frozenset(names) | frozenset(aliases if isinstance(aliases, dict) else ())
 
 
 def _save_detected_maps(p, session: _Session) -> None:

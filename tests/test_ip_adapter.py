@@ -378,23 +378,49 @@ def test_layer_order_is_diffusers_processor_order(sd_unet):
 
 
 # --- FaceID's LoRA -----------------------------------------------------------------------------------------
+HAS_IT, OTHER, NONE = {"ip-adapter-faceid_sd15_lora"}, {"other"}, set()
+
+
 @pytest.mark.parametrize("prompt, available, says", [
     ("a photo", None, "which the prompt does not load"),
     ("a photo <lora:ip-adapter-faceid_sd15_lora:0.6>", None, None),
     ("a photo <lora:ip-adapter-faceid_sd15_lora>", None, None),  # A1111's syntax without a weight
     ("a photo <lora:ip-adapter-faceid_sd15_lora_v2:0.6>", None, "which the prompt does not load"),  # another LoRA
-    ("a photo <lora:ip-adapter-faceid_sd15_lora:0.6>", frozenset({"ip-adapter-faceid_sd15_lora"}), None),
-    ("a photo <lora:ip-adapter-faceid_sd15_lora:0.6>", frozenset({"other"}), "the prompt loads it but this host has "
-                                                                              "no LoRA of that name"),
-    ("a photo", frozenset(), "this host has no LoRA of that name"),
-    ("a photo", frozenset({"ip-adapter-faceid_sd15_lora"}), "which the prompt does not load"),
+    ("a photo <lora:ip-adapter-faceid_sd15_lora:0.6>", HAS_IT, None),
+    ("a photo <lora:ip-adapter-faceid_sd15_lora:0.6>", OTHER, "the prompt loads it but this host has no LoRA of "
+                                                              "that name"),
+    ("a photo", NONE, "this host has no LoRA of that name"),
+    ("a photo", HAS_IT, "which the prompt does not load"),
 ])
 def test_faceid_lora_note(prompt, available, says):
     from lib_controlnet.kinds.ip_adapter_presets import lora_note
 
-    note = lora_note("ip-adapter-faceid_sd15 [0123abcd]", prompt, available)
+    note = lora_note("ip-adapter-faceid_sd15 [0123abcd]", prompt, None if available is None else available.__contains__)
     assert (note is None) == (says is None)
     if says:
         assert says in note and "ip-adapter-faceid_sd15_lora" in note and "h94/IP-Adapter-FaceID" in note
-    assert lora_note("ip-adapter-faceid-portrait_sd15", "a photo", frozenset()) is None  # published without one
-    assert lora_note("ip-adapter-plus_sd15", "a photo", frozenset()) is None
+    assert lora_note("ip-adapter-faceid-portrait_sd15", "a photo", NONE.__contains__) is None  # published without one
+    assert lora_note("ip-adapter-plus_sd15", "a photo", NONE.__contains__) is None
+
+
+def test_a1111_lora_lookup_reads_the_lora_extensions_lists_and_refreshes_once():
+    """A1111's extensions-builtin/Lora/networks.py keeps `available_networks` (by name) and
+    `available_network_aliases`, and refreshes a name it has not listed with `update_available_networks_by_names`."""
+    from lib_controlnet.kinds.ip_adapter_presets import a1111_lora_lookup
+
+    asked = []
+    networks = types.SimpleNamespace(available_networks={"a": 1}, available_network_aliases={"a": 1, "alias_b": 2})
+
+    def refresh(names):
+        asked.append(list(names))
+        if names == ["new"]:
+            networks.available_networks["new"] = 3
+
+    networks.update_available_networks_by_names = refresh
+    has_lora = a1111_lora_lookup(networks)
+    assert has_lora("a") and has_lora("alias_b") and asked == []
+    assert has_lora("new") and asked == [["new"]]  # a file added since start-up
+    assert not has_lora("missing") and asked == [["new"], ["missing"]]
+    assert a1111_lora_lookup(None) is None and a1111_lora_lookup(types.SimpleNamespace()) is None
+    networks.update_available_networks_by_names = lambda names: 1 / 0  # its own scan failing
+    assert not has_lora("other")

@@ -8,7 +8,7 @@ preprocessor by hand: keys cannot tell ViT-H from ViT-bigG hidden states in ever
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import InputError
@@ -83,14 +83,14 @@ def loads_lora(name: str, prompts: str) -> bool:
     return re.search(rf"<lora:{re.escape(name)}(:[^>]*)?>", prompts) is not None
 
 
-def lora_note(model_name: str, prompts: str, available: Collection[str] | None = None) -> str | None:
-    """For FaceID files published with a LoRA: a note when the prompt does not load it, or when the host says
-    which LoRAs it has (`available`: their names; None when it does not say) and that one is not among them."""
+def lora_note(model_name: str, prompts: str, has_lora: Callable[[str], bool] | None = None) -> str | None:
+    """For FaceID files published with a LoRA: a note when the prompt does not load it, or when the host can
+    tell whether it has a LoRA of that name (`has_lora`; None when it cannot) and has none."""
     preset = preset_for(model_name)
     if preset is None or preset.lora is None:
         return None
     lora, in_prompt = preset.lora, loads_lora(preset.lora, prompts)
-    if available is not None and lora not in available:
+    if has_lora is not None and not has_lora(lora):
         asked = "the prompt loads it but " if in_prompt else ""
         return (f"{preset.model} is published with the LoRA {lora}, and {asked}this host has no LoRA of that name "
                 f"(put {lora}.safetensors, from {LORA_SOURCE}, in the WebUI's Lora folder and add <lora:{lora}:0.6> "
@@ -100,3 +100,28 @@ def lora_note(model_name: str, prompts: str, available: Collection[str] | None =
     return (f"{preset.model} is published with the LoRA {lora}, which the prompt does not load: add "
             f"<lora:{lora}:0.6> to the prompt (A1111's Lora folder must hold {lora}.safetensors, from "
             f"{LORA_SOURCE}); without it the face is less faithful")
+
+
+def a1111_lora_lookup(networks) -> Callable[[str], bool] | None:
+    """`has_lora` for A1111 from its built-in Lora extension's `networks` module (None when it is not loaded):
+    a name or alias it lists, else after its own refresh for that name (what it does when a prompt asks for a
+    LoRA it has not listed yet, e.g. a file added since start-up)."""
+    if networks is None or not isinstance(getattr(networks, "available_networks", None), dict):
+        return None
+
+    def listed(name: str) -> bool:
+        aliases = getattr(networks, "available_network_aliases", None) or {}
+        return name in networks.available_networks or name in aliases
+
+    def has_lora(name: str) -> bool:
+        if listed(name):
+            return True
+        refresh = getattr(networks, "update_available_networks_by_names", None)
+        if callable(refresh):
+            try:
+                refresh([name])
+            except Exception:  # its own scan failing is no reason to fail the generation
+                return False
+        return listed(name)
+
+    return has_lora

@@ -171,7 +171,7 @@ class GenerationService:
             family=model.family,
             inpaint_blur_sigma=int(self.config.option("control_net_inpaint_blur_sigma", plan.overrides)),
             prompt=request.prompt,
-            lora_names=frozenset(),  # this host applies no LoRA
+            has_lora=lambda name: False,  # this host applies no LoRA
         )
 
     def response(self, outcome: Outcome) -> dict:
