@@ -92,7 +92,7 @@ class PixelDifferenceConv(nn.Module):
         super().__init__()
         self.kind = kind
         self.groups = groups
-        self.weight = nn.Parameter(torch.empty(cout, cin // groups, 3, 3))
+        self.weight = nn.Parameter(torch.zeros(cout, cin // groups, 3, 3))
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
 
     def kernel(self) -> tuple[torch.Tensor, int]:

@@ -66,8 +66,10 @@ class RowAttention(nn.Module):
     def __init__(self, channels: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * channels, channels))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * channels))
+        # zeros, not empty: files fill these, but a network built off the meta device (tests) would keep
+        # whatever the freed memory held, NaN included
+        self.in_proj_weight = nn.Parameter(torch.zeros(3 * channels, channels))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * channels))
         self.out_proj = nn.Linear(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +135,7 @@ class ControlNetUnion(ControlNet):
         if spec.channels % spec.heads:
             raise ValueError(f"union head width {spec.channels} does not split into {spec.heads} heads")
         self.spec = spec
-        self.task_embedding = nn.Parameter(torch.empty(spec.num_control_type, spec.channels))
+        self.task_embedding = nn.Parameter(torch.zeros(spec.num_control_type, spec.channels))
         self.transformer_layes = nn.ModuleList(TaskBlock(spec.channels, spec.heads) for _ in range(spec.layers))
         self.spatial_ch_projs = nn.Linear(spec.channels, spec.proj_channels)
         self.control_add_embedding = TypeEmbedding(spec.type_embed_dim * spec.num_control_type,

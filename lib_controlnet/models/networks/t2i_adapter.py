@@ -267,10 +267,10 @@ class StyleAdapter(nn.Module):
         self.arch = arch
         self.transformer_layes = nn.Sequential(
             *[ResidualAttentionBlock(arch.width, arch.heads) for _ in range(arch.layers)])  # sic: the file's name
-        self.style_embedding = nn.Parameter(torch.empty(1, arch.num_tokens, arch.width))
+        self.style_embedding = nn.Parameter(torch.zeros(1, arch.num_tokens, arch.width))
         self.ln_pre = LayerNorm32(arch.width)
         self.ln_post = LayerNorm32(arch.width)
-        self.proj = nn.Parameter(torch.empty(arch.width, arch.context_dim))
+        self.proj = nn.Parameter(torch.zeros(arch.width, arch.context_dim))
 
     def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """CLIP vision last_hidden_state [N, L, width] -> context tokens [N, num_tokens, context_dim]."""
