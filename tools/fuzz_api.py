@@ -1,6 +1,6 @@
 """The long fuzz of the standalone host: the CI test's strategies (tests/fuzz) with many more requests.
 
-    .venv/bin/python tools/fuzz_api.py --heavy 400 --light 60      # about 20-40 minutes on 2 cores
+    .venv/bin/python tools/fuzz_api.py --heavy 2000 --light 100    # about 5 minutes on 2 shared cores
 
 Starts the server with the demo model on 127.0.0.1 (a free port, a temporary models folder), sends drawn
 requests to every route of its OpenAPI document (clean and mutated; costs bounded as in CI), and prints the

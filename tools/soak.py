@@ -2,10 +2,13 @@
 
     .venv/bin/python tools/soak.py                    # 100 generations with faults, then 50 cycling 3 models
 
-1. Before: a plain generation (no unit) and its sampling-step time (median interval between steps, in process).
+1. Before: a plain generation (no unit) and its sampling-step time (median interval between steps, in process),
+   after `--warmup` untimed runs. On a machine shared with other jobs the after/before ratio (3.) is the load's,
+   not the soak's (one process with no soak at all drifted 35-65 ms a step over 60 runs here).
 2. `--generations` random generations over loopback HTTP with every fault injected in turn; after each, the
    UNet's modules, forwards, hooks and weights are compared with the snapshot taken before.
-3. After: the plain generation again (the same image?) and its step time; the ratio after/before.
+3. After: the plain generation again (the same image?) and its step time; the ratio after/before; and the soaked
+   service against a fresh load of the same checkpoint, timed in turns (pairs see the same load): the measure.
 4. `--cycle` generations cycling 3 ControlNet files through the model cache (size 2): RSS after each; first
    (after the first cycle) and last, and their ratio.
 Prints the figures and `uptime` (the machine's load makes step times noisy). Exit status 1 when a check failed.
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--demo", default="sd15", help="demo model to serve (sd15: the random one the tests use)")
     parser.add_argument("--timing-repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed plain runs before the first timing")
     args = parser.parse_args(argv)
 
     import httpx
@@ -92,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
                 plain_before = client.post("/sdapi/v1/txt2img", json=PLAIN).json()["images"][0]
+                if args.warmup:
+                    step_time(service, args.warmup, 10)
                 step_before = step_time(service, args.timing_repeats, 10)
                 rss_start = rss_mib()
 
