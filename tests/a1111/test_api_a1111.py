@@ -340,6 +340,22 @@ def test_img2img_unit_uses_init_image(model):
     assert same(implicit[0], explicit[0])
 
 
+@pytest.mark.parametrize("a1111_mode, as_unit_mode", [(0, "Just Resize"), (2, "Resize and Fill")])
+def test_img2img_init_image_is_fitted_by_a1111s_resize_mode(model, a1111_mode, as_unit_mode):
+    """A unit reading the init image fits it as A1111 fitted it for the latent (its `resize_mode`), whatever the
+    unit's own mode says: the reference's rule. Here the init image is wider than the output, so the modes differ."""
+    init = np.ascontiguousarray(np.concatenate([shapes_image(), shapes_image()[:, :32]], axis=1))  # 64x96
+    payload = dict(resize_mode=a1111_mode)
+    implicit, _ = generate("img2img", img2img_payload(init, [unit(model, image=None, resize_mode="Crop and Resize")],
+                                                      **payload))
+    explicit, _ = generate("img2img", img2img_payload(init, [unit(model, image=to_b64(init),
+                                                                  resize_mode=as_unit_mode)], **payload))
+    cropped, _ = generate("img2img", img2img_payload(init, [unit(model, image=to_b64(init))], **payload))
+    assert same(implicit[1], explicit[1]), "the init image was not fitted by A1111's resize mode"
+    assert same(implicit[0], explicit[0])
+    assert not same(implicit[1], cropped[1]), "the modes give the same map here: the test shows nothing"
+
+
 @pytest.mark.parametrize("module", ["canny", "inpaint_only"])
 def test_inpaint_only_masked(model, module):
     size, lo, hi = 2 * SIZE, 48, 80
