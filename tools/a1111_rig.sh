@@ -17,6 +17,9 @@
 #   models/   --models-dir: random-weight models in the published layouts (tools/a1111_rig_models.py; to add a
 #             model, add one @model entry there: the next build makes it, later builds keep it)
 #   run/      one instance's data dir (fresh at every start), its log, pid and URL
+# Next to ours, start() installs tools/a1111_rig_probe (a second extension, for the rig only): GET /cn-rig/model_state
+# shows tests/a1111 the loaded model's modules, hooks and weights. The annotator folder is models/annotators
+# (--controlnet-annotator-models-path), so the models maker's encoders (clip_vision/) survive a rebuild.
 # Each step writes a stamp when it has finished and is redone when its inputs change or its stamp is missing.
 #
 # Environment: A1111_RIG_HOME (cache), A1111_SOURCES (folder with the archive), A1111_RIG_PYTHON (a Python 3.11),
@@ -175,6 +178,7 @@ start() {
   ckpt=$(cat "$RIG/models/checkpoint.txt")
   rm -rf "$RUN" && mkdir -p "$RUN/data/extensions"
   ln -s "$EXT" "$RUN/data/extensions/$EXT_NAME"
+  ln -s "$EXT/tools/a1111_rig_probe" "$RUN/data/extensions/cn-rig-probe"
   say "starting the WebUI on $url (log: $RUN/webui.log)"
   # setsid: the WebUI leads its own process group, so stop() ends it and all its children at once.
   (cd "$WEBUI" && exec env HF_HOME="$RIG/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
@@ -183,7 +187,8 @@ start() {
      setsid "$VPY" launch.py --skip-prepare-environment --skip-install --skip-torch-cuda-test --skip-version-check \
      --use-cpu all --no-half --no-half-vae --precision full --api --server-name 127.0.0.1 --port "$port" \
      --data-dir "$RUN/data" --models-dir "$RIG/models" --ckpt "$ckpt" --no-download-sd-model \
-     --do-not-download-clip --disable-console-progressbars </dev/null >"$RUN/webui.log" 2>&1 9>&-) &
+     --do-not-download-clip --disable-console-progressbars --controlnet-annotator-models-path "$RIG/models/annotators" \
+     </dev/null >"$RUN/webui.log" 2>&1 9>&-) &
   echo $! >"$RUN/pid"
   echo "$url" >"$RUN/url"
   # Ready when our routes answer (they register after /sdapi) and the checkpoint has loaded (a 1-step txt2img).

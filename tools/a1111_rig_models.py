@@ -208,6 +208,74 @@ def sd15_control_lora_canny():
     return state
 
 
+@model("ControlNet/control_v11f1e_sd15_tile.safetensors")
+def sd15_controlnet_tile():
+    return prefixed("control_model.", controlnet_from_unet(ldm_unet(**sd15_unet_config())))
+
+
+@model("ControlNet/ip-adapter-plus_sd15.safetensors")
+@model("ControlNet/ip-adapter-plus-face_sd15.safetensors")
+def sd15_ip_adapter_plus():
+    """h94/IP-Adapter's ip-adapter-plus_sd15 and ip-adapter-plus-face_sd15 (.safetensors: flat keys, the two
+    groups of the .bin as prefixes). `image_proj.*`: tencent-ailab's Resampler(dim=768, depth=4, dim_head=64,
+    heads=12, num_queries=16, embedding_dim=1280 (ViT-H's hidden width), output_dim=768, ff_mult=4): latents,
+    proj_in, 4 x [PerceiverAttention (norm1, norm2, to_q, to_kv, to_out; no biases), FeedForward (LayerNorm,
+    Linear x4, GELU, Linear back; no biases)], proj_out, norm_out. `ip_adapter.{2n+1}.to_k_ip/to_v_ip.weight`
+    [width, 768] for the n-th cross-attention in diffusers' processor order (down blocks, up blocks, mid
+    block; the even numbers are the self-attentions, which have none). Both files share this layout."""
+    import torch
+    from torch import nn
+
+    dim, heads, head_dim, queries, clip_width, cross = 768, 12, 64, 16, 1280, 768
+    inner = heads * head_dim
+    state = {"image_proj.latents": torch.randn(1, queries, dim) / dim**0.5}  # the Resampler's own init
+
+    def linear(key, n_in, n_out, bias=True):
+        m = nn.Linear(n_in, n_out, bias=bias)
+        state[f"{key}.weight"] = m.weight
+        if bias:
+            state[f"{key}.bias"] = m.bias
+
+    def norm(key, width):
+        m = nn.LayerNorm(width)
+        state[f"{key}.weight"], state[f"{key}.bias"] = m.weight, m.bias
+
+    linear("image_proj.proj_in", clip_width, dim)
+    for i in range(4):
+        p = f"image_proj.layers.{i}"
+        norm(f"{p}.0.norm1", dim)
+        norm(f"{p}.0.norm2", dim)
+        linear(f"{p}.0.to_q", dim, inner, bias=False)
+        linear(f"{p}.0.to_kv", dim, 2 * inner, bias=False)
+        linear(f"{p}.0.to_out", inner, dim, bias=False)
+        norm(f"{p}.1.0", dim)
+        linear(f"{p}.1.1", dim, 4 * dim, bias=False)
+        linear(f"{p}.1.3", 4 * dim, dim, bias=False)
+    linear("image_proj.proj_out", dim, cross)
+    norm("image_proj.norm_out", cross)
+    # SD1.5's attention widths (block_out_channels 320, 640, 1280, 1280) in diffusers' processor order
+    widths = [320, 320, 640, 640, 1280, 1280] + [1280] * 3 + [640] * 3 + [320] * 3 + [1280]
+    for n, width in enumerate(widths):
+        linear(f"ip_adapter.{2 * n + 1}.to_k_ip", cross, width, bias=False)
+        linear(f"ip_adapter.{2 * n + 1}.to_v_ip", cross, width, bias=False)
+    return {k: v.detach() for k, v in state.items()}
+
+
+@model("annotators/clip_vision/clip_h.safetensors")
+def clip_vit_h_image_encoder():
+    """The ViT-H/14 image encoder IP-Adapter's SD1.5 files are trained with (h94/IP-Adapter
+    models/image_encoder/model.safetensors: transformers' CLIPVisionModelWithProjection, OpenCLIP's ViT-H/14 —
+    width 1280, 32 layers of 16 heads, MLP 5120, patch 14 at 224 px, gelu, projection 1024), under the name and
+    sub-folder the reference keeps it at (annotator/downloads/clip_vision/clip_h.pth; the rig passes
+    --controlnet-annotator-models-path MODELS/annotators). fp16, as the rig's other files."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                              num_attention_heads=16, patch_size=14, image_size=224, projection_dim=1024,
+                              hidden_act="gelu", layer_norm_eps=1e-5)
+    return {k: v.detach() for k, v in CLIPVisionModelWithProjection(config).state_dict().items()}
+
+
 # ---------------------------------------------------------------------------------------------- making files
 # Tensors that must keep their exact values: the noise schedule and CLIP's position ids (all-zero rows of a
 # schedule are data, not an untrained layer).
@@ -268,10 +336,19 @@ def make(models_dir: Path, only: str = "") -> None:
         del state
         os.replace(tmp, target)
         manifest[entry.path] = entry.stamp
-        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        replace_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         print(f"[a1111-rig] made {target} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    (models_dir / "checkpoint.txt").write_text(str(models_dir / CHECKPOINT) + "\n")
+    replace_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    replace_text(models_dir / "checkpoint.txt", str(models_dir / CHECKPOINT) + "\n")
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write a new file over `path` rather than into it: a helper's models dir is a hard-linked copy of the
+    main cache's (`cp -al`), and writing into the shared inode would change the main cache's manifest and
+    point its checkpoint.txt at the copy."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main() -> None:
