@@ -195,3 +195,25 @@ def test_our_safetensors_reader_matches_the_library_and_rejects_truncation(tmp_p
     (tmp_path / "cut.safetensors").write_bytes(data[:-3])
     with pytest.raises(ModelFileError, match="cut.safetensors"):
         read_safetensors(tmp_path / "cut.safetensors")
+
+
+def test_a_host_that_replaces_torch_load_does_not_change_what_we_read(tiny, monkeypatch):
+    """A1111 puts its own checker at `torch.load` (modules/safe.py), which returns None for anything saved by a
+    torch >= 2.1 (it refuses the `.format_version` record): .pth files and `ipadapter_input` blobs must still
+    read, through torch's own weights_only loader."""
+    import base64
+    import io
+
+    from lib_controlnet.models.files import read_pickle_weights
+    from lib_controlnet.units.ipadapter_input import decode_ipadapter_input
+
+    _, sd, folder = tiny
+    path = folder / "saved_by_this_torch.pth"
+    torch.save(sd, path)
+    buffer = io.BytesIO()
+    torch.save({"image_embeds": torch.ones(1, 4)}, buffer)
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: None)  # what A1111's check gives for these
+    loaded = read_pickle_weights(path)
+    assert loaded.keys() == sd.keys() and all(torch.equal(loaded[k], sd[k]) for k in sd)
+    decoded = decode_ipadapter_input(base64.b64encode(buffer.getvalue()).decode())
+    assert torch.equal(decoded[0]["image_embeds"], torch.ones(1, 4))

@@ -95,10 +95,21 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"{path.name}: not a readable safetensors file ({e})") from e
 
 
+def load_weights_only(f, **kwargs):
+    """`torch.load(f, weights_only=True)`, from torch itself whatever a host put at `torch.load`.
+
+    A1111 replaces `torch.load` with its own checker (modules/safe.py), which refuses the records torch >= 2.1
+    writes into a save (`.format_version`, `.storage_alignment`) and then returns None instead of raising:
+    every file or blob saved by a current torch would read as None. Its check only adds a weaker allow-list
+    to what weights_only already enforces (tensors and plain containers, no globals), so we skip it by
+    calling torch.serialization.load, the function `torch.load` is when nobody patched it."""
+    return torch.serialization.load(f, weights_only=True, **kwargs)
+
+
 def read_pickle_weights(path: Path) -> dict[str, torch.Tensor]:
     """torch.load restricted to tensors and plain containers; never executes code from the file."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=_is_zip(path))
+        obj = load_weights_only(str(path), map_location="cpu", mmap=_is_zip(path))
     except pickle.UnpicklingError as e:
         raise UnsafeFileError(
             f"{path.name}: refused to load, the file needs arbitrary code to unpickle "

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lib_controlnet.errors import InputError
+from lib_controlnet.models.files import load_weights_only
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -180,7 +181,7 @@ class Loop:
                 p.copy_(weights[n])
             for n, t in self.extra_tensors.items():
                 t.copy_(weights[f"extra.{n}"])
-        optim = torch.load(self.state_dir / "optimizer.pt", map_location=self.device, weights_only=True)
+        optim = load_weights_only(self.state_dir / "optimizer.pt", map_location=self.device)
         self.optimizer.load_state_dict(optim["optimizer"])
         if self.scaler is not None and optim.get("scaler"):
             self.scaler.load_state_dict(optim["scaler"])

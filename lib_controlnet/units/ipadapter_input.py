@@ -17,6 +17,7 @@ import pickle
 import torch
 
 from ..errors import InputError
+from ..models.files import load_weights_only
 
 FACE_EMBED_DIM = 512
 
@@ -32,7 +33,7 @@ def _decode(text: str, unit, field: str) -> dict[str, torch.Tensor]:
     except (binascii.Error, ValueError) as exc:
         raise InputError(f"not base64 ({exc})", unit=unit, field=field) from None
     try:
-        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        obj = load_weights_only(io.BytesIO(raw), map_location="cpu")  # not the host's torch.load (A1111's)
     except pickle.UnpicklingError as exc:
         raise InputError("refused: the blob needs arbitrary code to unpickle (only tensors and dicts of tensors "
                          "are read; send the 'tensor' of /controlnet/detect). Detail: "
