@@ -88,12 +88,12 @@ def test_family_follows_the_context_width_or_the_layer_count():
     assert detect(shapes).family == "sd1"
 
 
-def test_pulid_files_are_refused_by_name():
-    from lib_controlnet.errors import ModelFileError
+def test_pulid_files_are_recognised_by_their_keys_as_sdxl():
+    """PuLID's ID encoder keys (its network and attention: tests/test_pulid.py), SDXL whatever the widths."""
+    from tests.pulid_models import pulid_state_dict
 
-    with pytest.raises(ModelFileError, match="PuLID"):
-        detect({"image_proj.body.0.weight": (1024, 1280), "ip_adapter.1.to_k_ip.weight": (64, 2048),
-                "ip_adapter.1.to_v_ip.weight": (64, 2048)})
+    found = detect({k: tuple(v.shape) for k, v in pulid_state_dict(inner=[64] * 16, context=32).items()})
+    assert (found.family, found.arch.projection, found.arch.tokens) == ("sdxl", "pulid", 10)
 
 
 # --- image tokens: parity with diffusers --------------------------------------------------------------------

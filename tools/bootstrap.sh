@@ -16,6 +16,10 @@ PY=${PYTHON:-python3}
 # nothing but the CLIP BPE vocabulary file it ships (--no-deps: its dependencies would pull torchvision).
 .venv/bin/pip install -q -r requirements-standalone.txt
 .venv/bin/pip install -q --no-deps open_clip_torch==3.3.0
+# BAAI's EVA-CLIP vision tower (the code the reference's PuLID runs), a test oracle only: --no-deps (it declares
+# timm, insightface, facexlib, which would pull torchvision); tests/annotators_nn/eva_oracle.py imports its
+# vision modules alone.
+.venv/bin/pip install -q --no-deps consisid_eva_clip==1.0.2
 .venv/bin/python -c "import torch; assert torch.__version__.endswith('+cpu'), torch.__version__"
 # The panel's browser test (tests/ui): Debian's chromium, driven by Playwright (never `playwright install`).
 command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium) \

@@ -343,8 +343,9 @@ BISENET = NetSpec("BiSeNet face parsing", WeightFile(
     lambda state: BiSeNet())
 
 
-def face_features(face_rgb: np.ndarray, parser: BiSeNet, device: torch.device) -> np.ndarray:
-    """The aligned face in grey (0.299 R + 0.587 G + 0.114 B) with the WHITE_CLASSES white, truncated to uint8."""
+def face_features_tensor(face_rgb: np.ndarray, parser: BiSeNet, device: torch.device) -> torch.Tensor:
+    """The aligned face in grey (0.299 R + 0.587 G + 0.114 B) with the WHITE_CLASSES white: [1, 3, H, W] in
+    [0, 1] on `device` (what the reference hands PuLID's EVA-CLIP, `return_tensor=True`)."""
     x = torch.from_numpy(face_rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(device)
     normalised = (x - torch.tensor(PARSE_MEAN, dtype=x.dtype, device=device).view(1, 3, 1, 1)) / torch.tensor(
         PARSE_STD, dtype=x.dtype, device=device).view(1, 3, 1, 1)
@@ -353,8 +354,24 @@ def face_features(face_rgb: np.ndarray, parser: BiSeNet, device: torch.device) -
     for c in WHITE_CLASSES:
         white |= classes == c
     grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).repeat(1, 3, 1, 1)
-    out = torch.where(white, torch.ones_like(grey), grey)
+    return torch.where(white, torch.ones_like(grey), grey)
+
+
+def face_features(face_rgb: np.ndarray, parser: BiSeNet, device: torch.device) -> np.ndarray:
+    """face_features_tensor as an HxWx3 image, truncated to uint8."""
+    out = face_features_tensor(face_rgb, parser, device)
     return (out[0].permute(1, 2, 0) * 255.0).to(torch.uint8).cpu().numpy()
+
+
+def aligned_face(image: np.ndarray, detector: RetinaFace, device: torch.device) -> np.ndarray:
+    """The centre-most face of `image`, aligned to 512 x 512 RGB (422 naming the image when there is none)."""
+    img = pad_to(resize_short_side(hwc3(image), WORK_RESOLUTION))
+    bgr = np.ascontiguousarray(img[:, :, ::-1])
+    faces = detect_faces(detector, bgr, device)
+    if not len(faces):
+        raise InputError("facexlib found no face in the image", field="image")
+    face = centre_face(faces, *bgr.shape[:2])
+    return np.ascontiguousarray(align_face(bgr, face[5:15])[:, :, ::-1])
 
 
 def facexlib(image: np.ndarray, resolution: float = WORK_RESOLUTION, models: AnnotatorModels | None = None
@@ -362,13 +379,14 @@ def facexlib(image: np.ndarray, resolution: float = WORK_RESOLUTION, models: Ann
     """The 512 x 512 face-features image of the centre-most face (`resolution` is not used: the reference's
     slider is hidden, and the face is cropped to 512 x 512 whatever the input size)."""
     models = default_models() if models is None else models
-    img = pad_to(resize_short_side(hwc3(image), WORK_RESOLUTION))
-    bgr = np.ascontiguousarray(img[:, :, ::-1])
     detector, parser = models.get(RETINAFACE), models.get(BISENET)
     with models.running(detector, parser) as device:
-        faces = detect_faces(detector, bgr, device)
-        if not len(faces):
-            raise InputError("facexlib found no face in the image", field="image")
-        face = centre_face(faces, *bgr.shape[:2])
-        aligned = align_face(bgr, face[5:15])
-        return face_features(np.ascontiguousarray(aligned[:, :, ::-1]), parser, device)
+        return face_features(aligned_face(image, detector, device), parser, device)
+
+
+def facexlib_tensor(image: np.ndarray, models: AnnotatorModels | None = None) -> torch.Tensor:
+    """The same face-features image unrounded, [1, 3, 512, 512] float32 in [0, 1] on the CPU (PuLID's input)."""
+    models = default_models() if models is None else models
+    detector, parser = models.get(RETINAFACE), models.get(BISENET)
+    with models.running(detector, parser) as device:
+        return face_features_tensor(aligned_face(image, detector, device), parser, device).float().cpu()

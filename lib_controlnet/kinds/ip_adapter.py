@@ -13,6 +13,8 @@ Inputs per image, as the published code feeds them (fp32):
 | FaceID, portrait     | insightface `normed_embedding`               | zeros                                       |
 | FaceID plus (v2)     | face embedding + CLIP hidden states          | zeros + the zero image's hidden states       |
 | InstantID            | insightface `embedding` (1 token of 512)     | zeros                                       |
+| PuLID                | [antelopev2 embedding, EVA-CLIP embedding],  | zeros, and zero hidden states               |
+|                      | EVA-CLIP's five hidden states                |                                             |
 
 What keys cannot tell comes from the file name, as in the reference (§4.1): FaceID plus *v2* adds the face
 tokens back (`shortcut`) when the name holds "v2".
@@ -113,6 +115,8 @@ class IPAdapterModel:
         if a.variant in ("plus", "full"):
             hidden, uncond = self._hidden(get)
             return proj(hidden), proj(uncond)
+        if a.variant == "pulid":
+            return self._pulid_tokens(get, unit)
         face = get("face_embed", "an insightface face embedding")
         self._check_width(face, FACE_EMBED_DIM, unit)
         if a.variant == "instant_id":
@@ -124,6 +128,26 @@ class IPAdapterModel:
         hidden, uncond = self._hidden(get)  # faceid_plus
         return (proj(face, hidden, shortcut=self.shortcut),
                 proj(torch.zeros_like(face), uncond, shortcut=self.shortcut))
+
+    def _pulid_tokens(self, get, unit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """PuLID: id_cond = [antelopev2 embedding, EVA-CLIP's normed embedding]; uncond: zeros for both and for
+        every hidden state (ToTheBeginning/PuLID's `get_id_embedding`)."""
+        a = self.arch
+        ante = get("id_ante_embedding", "the antelopev2 face embedding")
+        vit = get("id_cond_vit", "the EVA-CLIP embedding")
+        hidden = get("id_vit_hidden", "EVA-CLIP's hidden states")
+        self._check_width(ante, FACE_EMBED_DIM, unit)
+        self._check_width(vit, a.input_dim - FACE_EMBED_DIM, unit)
+        if hidden.dim() == 3:
+            hidden = hidden[:, None]  # [layers, tokens, width]: one image
+        if hidden.dim() != 4 or hidden.shape[0] != a.vit_layers or hidden.shape[-1] != a.clip_dim:
+            raise IncompatibleModelError(
+                f"{self.path.name} maps {a.vit_layers} EVA-CLIP hidden states of {a.clip_dim} values, the "
+                f"preprocessor gave {tuple(hidden.shape)} ({self.expected_module()})", unit=unit, field="module")
+        id_cond = torch.cat([ante.reshape(-1, FACE_EMBED_DIM), vit.reshape(-1, vit.shape[-1])], dim=-1)
+        states = list(hidden.reshape(a.vit_layers, -1, *hidden.shape[-2:]))
+        proj = self.net.image_proj
+        return proj(id_cond, states), proj(torch.zeros_like(id_cond), [torch.zeros_like(t) for t in states])
 
     def _hidden(self, get) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = get("penultimate_hidden_state", "CLIP hidden states")
@@ -143,6 +167,8 @@ class IPAdapterModel:
         a = self.arch
         if a.variant == "instant_id":
             return "use instant_id_face_embedding"
+        if a.variant == "pulid":
+            return "use ip-adapter_pulid"
         if a.variant == "faceid":
             return "use ip-adapter_face_id"
         if a.variant == "faceid_plus":

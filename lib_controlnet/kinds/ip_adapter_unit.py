@@ -13,6 +13,14 @@ The UNet's own forward and attention modules are never replaced, so other extens
 working; outside the unit's start/end window, at weight 0, or for a layer whose weight is 0 the hooks
 return nothing and the layer's output is bit for bit the plain one.
 
+PuLID (ToTheBeginning/PuLID's IDAttnProcessor2_0) adds its ID attention the same way, with the unit's
+`pulid_mode` as the reference's two settings: the ID keys/values get zero tokens appended (8 for Fidelity,
+16 for Extremely style), and what is added is the ID attention made orthogonal to the text attention's output
+`o` (the to_out[0] input), per channel over the image tokens: with p = (Σ o·a / Σ o·o) o, Extremely style adds
+a − p; Fidelity adds a + (m − 1) p, m being the share of softmax(q k_idᵀ) (unscaled, averaged over heads) that
+falls on the five body tokens. The reference projects onto the attention's input instead (its hook sees only
+that); we follow PuLID.
+
 Layers, in the order the file numbers them (diffusers' processor order): the input blocks' attn2, then
 the output blocks', then the middle block's; the file's pair n is `ip_adapter.{2n+1}`. Weight slots
 (`advanced_weighting`, 16 for SD1.x/2.x, 11 for SDXL) count transformer *blocks* in UNet call order: input
@@ -32,13 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..enums import HiResFixOption
+from ..enums import HiResFixOption, PuLIDMode
 from ..errors import IncompatibleModelError, InputError
 from ..hook.call import CallInfo, UNetCall
 from ..hook.effect import Effect, HookTarget, ModuleHooks
 
 # The published SD1.x/2.x UNet has 16 transformer blocks with a cross-attention, SDXL's 11 (advanced_weighting)
 WEIGHT_SLOTS = {"sd1": 16, "sd2": 16, "sdxl": 11}
+# PuLID's two settings (the reference's PULID_SETTING_FIDELITY / PULID_SETTING_STYLE): zero tokens appended to
+# the ID tokens, and which orthogonalisation
+PULID_SETTINGS = {PuLIDMode.FIDELITY: (8, "ortho_v2"), PuLIDMode.STYLE: (16, "ortho")}
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class IPAdapterUnit(Effect):
     hr_option: HiResFixOption = HiResFixOption.BOTH
     low_vram: bool = False
     index: int = 0
+    pulid_mode: PuLIDMode = PuLIDMode.FIDELITY  # read for PuLID models only
     _call: UNetCall | None = field(default=None, repr=False)
     _q: dict = field(default_factory=dict, repr=False)
     _kv: dict = field(default_factory=dict, repr=False)
@@ -90,6 +102,7 @@ class IPAdapterUnit(Effect):
 
     def __post_init__(self):
         self.hr_option = HiResFixOption.parse(self.hr_option, unit=self.index, field="hr_option")
+        self.pulid_mode = PuLIDMode.parse(self.pulid_mode, unit=self.index, field="pulid_mode")
         if not 0.0 <= self.guidance_start <= self.guidance_end <= 1.0:
             raise InputError(f"guidance_start ({self.guidance_start}) and guidance_end ({self.guidance_end}) must "
                              "satisfy 0 <= start <= end <= 1", unit=self.index, field="guidance_start")
@@ -116,7 +129,7 @@ class IPAdapterUnit(Effect):
         return cls(model, cond, uncond, weight=unit.weight, guidance_start=unit.guidance_start,
                    guidance_end=unit.guidance_end, advanced_weighting=unit.advanced_weighting,
                    effective_region_mask=None if region is None else torch.from_numpy(region),
-                   hr_option=hr_option, low_vram=unit.low_vram, index=index)
+                   hr_option=hr_option, low_vram=unit.low_vram, index=index, pulid_mode=unit.pulid_mode)
 
     # --- Effect ----------------------------------------------------------------------------------------
     def check(self, target: HookTarget) -> None:
@@ -196,7 +209,7 @@ class IPAdapterUnit(Effect):
                 raise IncompatibleModelError(
                     f"the cross-attention's query {tuple(q.shape)} and output {tuple(out.shape)} do not match "
                     "(an attention implementation that splits the query?)", unit=self.index, field="model")
-            added = self.attention(layer, q, self._call) * self.layer_weight(layer.slot)
+            added = self.attention(layer, q, self._call, out) * self.layer_weight(layer.slot)
             mask = self.region_mask(q.shape[1], self._call)
             if mask is not None:
                 added = added * mask
@@ -216,8 +229,15 @@ class IPAdapterUnit(Effect):
             kv = self._kv[key] = tuple(t.to(device, dtype) for t in (kc, vc, ku, vu))
         return kv
 
-    def attention(self, layer: CrossAttentionLayer, q: torch.Tensor, call: UNetCall) -> torch.Tensor:
-        """softmax(q k_ipᵀ/√d) v_ip for every row, [B, N, inner]; uncond rows use the uncond tokens."""
+    @property
+    def is_pulid(self) -> bool:
+        return self.model.arch.projection == "pulid"
+
+    def attention(self, layer: CrossAttentionLayer, q: torch.Tensor, call: UNetCall,
+                  text_out: torch.Tensor | None = None) -> torch.Tensor:
+        """softmax(q k_ipᵀ/√d) v_ip for every row, [B, N, inner]; uncond rows use the uncond tokens. PuLID:
+        that attention over the ID tokens and zeros, made orthogonal to `text_out` (the text attention's
+        output) as the unit's pulid_mode says."""
         kc, vc, ku, vu = self.key_values(layer.number, q.device, q.dtype)
         batch, n, inner = q.shape
         heads = layer.attn.heads
@@ -228,13 +248,31 @@ class IPAdapterUnit(Effect):
             is_cond = torch.zeros(batch, 1, 1, dtype=torch.bool, device=q.device)
             is_cond[list(rows)] = True
             k, v = torch.where(is_cond, kc, ku), torch.where(is_cond, vc, vu)
+        if self.is_pulid:  # to_k/to_v (no bias) of the appended zero tokens are zeros
+            zeros = k.new_zeros(batch, PULID_SETTINGS[self.pulid_mode][0], inner)
+            k, v = torch.cat([k, zeros], dim=1), torch.cat([v, zeros], dim=1)
 
         def split(t):
             return t.reshape(batch, t.shape[1], heads, inner // heads).transpose(1, 2)
 
         with torch.no_grad():
-            out = F.scaled_dot_product_attention(split(q), split(k), split(v))
-        return out.transpose(1, 2).reshape(batch, n, inner)
+            qh, kh = split(q), split(k)
+            out = F.scaled_dot_product_attention(qh, kh, split(v)).transpose(1, 2).reshape(batch, n, inner)
+            if not self.is_pulid:
+                return out
+            return self.pulid_orthogonal(out, text_out, qh, kh)
+
+    def pulid_orthogonal(self, id_out: torch.Tensor, text_out: torch.Tensor, qh: torch.Tensor,
+                         kh: torch.Tensor) -> torch.Tensor:
+        """PuLID's orthogonalisation (in float32, as published) of the ID attention `id_out` [B, N, C] against
+        the text attention's output [B, N, C]; qh, kh: the split query and ID keys [B, H, N|T, D]."""
+        text, ident = text_out.float(), id_out.float()
+        projection = (text * ident).sum(dim=-2, keepdim=True) / (text * text).sum(dim=-2, keepdim=True) * text
+        if PULID_SETTINGS[self.pulid_mode][1] == "ortho":
+            return (ident - projection).to(id_out.dtype)
+        share = (qh.float() @ kh.float().transpose(-2, -1)).softmax(dim=-1).mean(dim=1)
+        share = share[:, :, : self.model.arch.id_tokens].sum(dim=-1, keepdim=True)
+        return (ident + (share - 1) * projection).to(id_out.dtype)
 
     def region_mask(self, tokens: int, call: UNetCall) -> torch.Tensor | None:
         """The effective-region mask at the resolution of a layer with `tokens` query positions, [1, N, 1]."""

@@ -75,9 +75,10 @@ def _control_lora(shapes: Shapes, config: Mapping | None):
 
 
 def _ip_adapter(shapes: Shapes, config: Mapping | None):
-    """SDXL by its 2048-wide context or its 70 cross-attentions (SD1.x/2.x UNets have 16)."""
+    """SDXL by its 2048-wide context or its 70 cross-attentions (SD1.x/2.x UNets have 16); PuLID is published
+    for SDXL only (its attention and ID encoder were trained on SDXL), whatever the widths."""
     arch = ip_adapter_arch(shapes)
-    if arch.cross_dim == 2048 or arch.num_layers == 70:
+    if arch.cross_dim == 2048 or arch.num_layers == 70 or arch.projection == "pulid":
         family = "sdxl"
     elif arch.cross_dim == 1024:
         family = "sd2"

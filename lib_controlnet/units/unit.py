@@ -447,6 +447,6 @@ def _same(a, b) -> bool:
 def uses_clip(module: str) -> bool:
     """The reference's rule: CLIP-based preprocessors get the RGBA input (the mask as alpha weights the image
     embedding). `module` is the preprocessor's name (ip-adapter-auto counts, as in the reference, until the
-    model resolves it)."""
-    return ("ip-adapter" in module and "face_id" not in module) or module in (
+    model resolves it). ip-adapter_pulid reads faces, as face_id does, and takes no CLIP mask: it gets RGB."""
+    return ("ip-adapter" in module and "face_id" not in module and "pulid" not in module) or module in (
         "clip_vision", "revision_clipvision", "revision_ignore_prompt")

@@ -111,7 +111,7 @@ CONTROL_TYPES = ("All", "Canny", "Depth", "IP-Adapter", "Inpaint", "Instant-ID",
 
 # Modules other issues build. Until one lands, the tests over the whole list mark it xfail with this reason;
 # once it is registered, take it out of here, so that losing it later fails instead of xfailing.
-PENDING = {"ip-adapter_pulid": "PuLID, the last of the IP-Adapter family (issue 14)"}
+PENDING: dict[str, str] = {}
 # Control types that exist only through modules still pending (none: IP-Adapter has its other modules).
 PENDING_TYPES: dict[str, str] = {}
 

@@ -13,19 +13,26 @@ An IP-Adapter file holds two parts:
   |               |                                             | composition); a face embedding (InstantID) |    |
   | `faceid`      | proj.0, proj.2, norm                        | an insightface embedding (512)      | 4; 16 portrait |
   | `faceid_plus` | proj.0, proj.2, norm, perceiver_resampler.* | insightface embedding + CLIP hidden | 4 |
+  | `pulid`       | body.0/1/3/4/6, mapping_i.*, mapping_patch_i.* | antelopev2 embedding + EVA-CLIP's  | 5 + 5 |
+  |               | (PuLID's IDEncoder)                          | embedding and five hidden states    |        |
 
 - `ip_adapter.{2n+1}.to_k_ip/to_v_ip.weight`: one key/value projection pair per cross-attention (attn2)
   of the UNet, numbered in diffusers' processor order (down blocks, up blocks, then the middle block; the
   even numbers were the self-attentions, which have no weights).
 
 Perceiver attention as published: q from the latents, k/v from [features, latents], 64-wide heads.
+
+PuLID's published SDXL file (huchenlei/ipadapter_pulid `ip-adapter_pulid_sdxl_fp16.safetensors`, converted
+from ToTheBeginning/PuLID's pulid_v1.bin) uses the same layout: `image_proj.*` is the IDEncoder
+(`id_adapter.*` upstream) and `ip_adapter.{2n+1}.to_k_ip/to_v_ip` its `id_adapter_attn_layers.{2n+1}.id_to_k/
+id_to_v`, numbered in the same diffusers processor order.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,13 +66,19 @@ class IPAdapterArch:
     depth: int = 0
     heads: int = 0
     ff_mult: int = 4
-    clip_dim: int = 0  # faceid_plus: the CLIP hidden width its perceiver reads
+    clip_dim: int = 0  # faceid_plus: the CLIP hidden width its perceiver reads; pulid: EVA-CLIP's width
     hidden: int = 0  # faceid / faceid_plus: the first MLP layer's width
+    # pulid: the body's two hidden widths, the tokens it makes, how many hidden states it maps, and the width
+    # of the mappings' hidden layers
+    body: tuple[int, ...] = ()
+    id_tokens: int = 0
+    vit_layers: int = 0
+    mapping_hidden: int = 0
 
     @property
     def takes_face(self) -> bool:
-        """Its input is a face embedding (FaceID, FaceID plus, InstantID), not (only) a CLIP one."""
-        return self.projection in ("faceid", "faceid_plus") or (
+        """Its input is a face embedding (FaceID, FaceID plus, InstantID, PuLID), not (only) a CLIP one."""
+        return self.projection in ("faceid", "faceid_plus", "pulid") or (
             self.projection == "resampler" and self.input_dim == FACE_EMBED_DIM)
 
     @property
@@ -75,7 +88,7 @@ class IPAdapterArch:
 
     @property
     def variant(self) -> str:
-        """What a user would call it: base (or light), plus, full, faceid, faceid_plus, instant_id."""
+        """What a user would call it: base (or light), plus, full, faceid, faceid_plus, instant_id, pulid."""
         if self.projection == "resampler":
             return "instant_id" if self.takes_face else "plus"
         return {"linear": "base", "mlp": "full"}.get(self.projection, self.projection)
@@ -113,7 +126,7 @@ def ip_adapter_arch(shapes: Shapes) -> IPAdapterArch:
         return shapes[PROJ + name]
 
     if has("body.0.weight") or has("mapping_0.0.weight"):
-        raise ModelFileError("this is a PuLID IP-Adapter (ip-adapter_pulid), which is not supported")
+        return _pulid_arch(shapes, common)
     if has("latents"):
         _, queries, dim = shape("latents")
         heads = shape("layers.0.0.to_q.weight")[0] // HEAD_DIM
@@ -146,6 +159,29 @@ def ip_adapter_arch(shapes: Shapes) -> IPAdapterArch:
         return IPAdapterArch("linear", cross_dim=width, tokens=out // width, input_dim=clip, **common)
     sample = ", ".join(sorted(k for k in shapes if k.startswith(PROJ))[:6])
     raise ModelFileError(f"unrecognised IP-Adapter image projection (keys: {sample})")
+
+
+def _pulid_arch(shapes: Shapes, common: dict) -> IPAdapterArch:
+    """PuLID's IDEncoder: body.{0,3,6} Linear with LayerNorms body.{1,4}; mapping_i / mapping_patch_i for each
+    EVA-CLIP hidden state (Linear, LayerNorm, LeakyReLU twice, then a Linear to the context width)."""
+    def shape(name: str) -> tuple[int, ...]:
+        key = PROJ + name
+        if key not in shapes:
+            raise ModelFileError(f"a PuLID file needs {key}")
+        return shapes[key]
+
+    layers = _count(shapes, r"image_proj\.mapping_(\d+)\.0\.weight")
+    hidden1, width = shape("body.0.weight")
+    hidden2 = shape("body.3.weight")[0]
+    out = shape("body.6.weight")[0]
+    mapping_hidden, vit = shape("mapping_0.0.weight")
+    context = shape("mapping_0.6.weight")[0]
+    if out % context or not layers:
+        raise ModelFileError(f"PuLID's image_proj.body.6 makes {out} values, no multiple of the {context}-wide "
+                             "tokens its mappings make")
+    return IPAdapterArch("pulid", cross_dim=context, tokens=out // context + layers, input_dim=width,
+                         clip_dim=vit, body=(hidden1, hidden2), id_tokens=out // context, vit_layers=layers,
+                         mapping_hidden=mapping_hidden, **common)
 
 
 # --- the projection networks ---------------------------------------------------------------------------
@@ -265,8 +301,39 @@ class FaceIDPlusProjection(FaceIDProjection):
         return x + scale * out if shortcut else out
 
 
+def _mapping(width: int, hidden: int, out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(width, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(), nn.Linear(hidden, hidden),
+                         nn.LayerNorm(hidden), nn.LeakyReLU(), nn.Linear(hidden, out))
+
+
+class PuLIDEncoder(nn.Module):
+    """PuLID's IDEncoder: [antelopev2 embedding, EVA-CLIP embedding] -> 5 tokens through `body`; each EVA-CLIP
+    hidden state -> one token: its class token through mapping_i plus the mean over its patch tokens of
+    mapping_patch_i. The ten tokens in that order."""
+
+    def __init__(self, arch: IPAdapterArch):
+        super().__init__()
+        h1, h2 = arch.body
+        self.width, self.id_tokens = arch.cross_dim, arch.id_tokens
+        self.body = nn.Sequential(nn.Linear(arch.input_dim, h1), nn.LayerNorm(h1), nn.LeakyReLU(),
+                                  nn.Linear(h1, h2), nn.LayerNorm(h2), nn.LeakyReLU(),
+                                  nn.Linear(h2, arch.cross_dim * arch.id_tokens))
+        for i in range(arch.vit_layers):
+            setattr(self, f"mapping_{i}", _mapping(arch.clip_dim, arch.mapping_hidden, arch.cross_dim))
+            setattr(self, f"mapping_patch_{i}", _mapping(arch.clip_dim, arch.mapping_hidden, arch.cross_dim))
+        self.vit_layers = arch.vit_layers
+
+    def forward(self, id_cond: torch.Tensor, vit_hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+        tokens = [self.body(id_cond).reshape(-1, self.id_tokens, self.width)]
+        for i, state in enumerate(vit_hidden):
+            cls = getattr(self, f"mapping_{i}")(state[:, :1])
+            patches = getattr(self, f"mapping_patch_{i}")(state[:, 1:]).mean(dim=1, keepdim=True)
+            tokens.append(cls + patches)
+        return torch.cat(tokens, dim=1)
+
+
 PROJECTIONS = {"linear": LinearProjection, "mlp": MLPProjection, "resampler": Resampler,
-               "faceid": FaceIDProjection, "faceid_plus": FaceIDPlusProjection}
+               "faceid": FaceIDProjection, "faceid_plus": FaceIDPlusProjection, "pulid": PuLIDEncoder}
 
 
 class IPLayers(nn.Module):
