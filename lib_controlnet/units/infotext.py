@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from ..enums import HiResFixOption, UnionControlType
+from ..enums import HiResFixOption, PuLIDMode, UnionControlType
 from ..errors import ControlNetError, InputError
 from .unit import SLIDER_DEFAULT, Unit
 
@@ -73,13 +73,17 @@ def field_name(display: str) -> str:
 def serialize_unit(unit: Unit) -> str:
     """The unit's infotext value. `Hr Option` is added only when it is not "Both" (Forge writes it too, and the
     reference reads it as a plain unit field), `Union Control Type` only when a union model ran with a task
-    (the reference reads it the same way). Values holding `,` `:` or `"` are JSON-quoted rather than the
+    (the reference reads it the same way), `Pulid Mode` only when it is not the default Fidelity (the reference
+    writes none, and reads it as a plain field; without it a pasted Extremely style unit would come back as
+    Fidelity). Values holding `,` `:` or `"` are JSON-quoted rather than the
     reference's dropping the whole entry."""
     items = [(f, getattr(unit, f)) for f in INFOTEXT_FIELDS]
     if unit.hr_option is not HiResFixOption.BOTH:
         items.append(("hr_option", unit.hr_option))
     if unit.union_control_type is not UnionControlType.UNKNOWN:
         items.append(("union_control_type", unit.union_control_type))
+    if unit.pulid_mode is not PuLIDMode.FIDELITY:
+        items.append(("pulid_mode", unit.pulid_mode))
     return ", ".join(f"{display_name(f)}: {_format_value(v)}" for f, v in items)
 
 

@@ -28,7 +28,7 @@ from lib_controlnet.units.unit import Unit
 from tests.fuzz.unit_strategies import corrupt_unit, examples, json_values, valid_units
 
 FUZZ = settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ROUND_TRIP_FIELDS = (*INFOTEXT_FIELDS, "hr_option", "enabled")
+ROUND_TRIP_FIELDS = (*INFOTEXT_FIELDS, "hr_option", "pulid_mode", "enabled")
 
 
 def _same(a, b) -> bool:

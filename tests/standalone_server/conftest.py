@@ -3,15 +3,19 @@ thread (a real socket), and an httpx client bound to it."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 import torch
 import uvicorn
 
+from standalone import ensure_demo_models
 from standalone.server import ServerConfig, build_app
 
 START_TIMEOUT_S = 60
@@ -31,6 +35,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="package")
+def sdxl_demo_files(tmp_path_factory) -> Path:
+    """The SDXL demo's files, made once for the package (seconds); `with_sdxl_demo` links them into a module's
+    own models folder, where the server finds them current and does not make them again."""
+    root = tmp_path_factory.mktemp("sdxl-demo")
+    ensure_demo_models(root, "sdxl")
+    return root
+
+
+def with_sdxl_demo(files: Path, models_dir: Path) -> Path:
+    shutil.copytree(files / "demo", models_dir / "demo", copy_function=os.link, dirs_exist_ok=True)
+    return models_dir
 
 
 @pytest.fixture(scope="package")

@@ -18,7 +18,7 @@ from standalone.server import ServerConfig, build_app
 from standalone.server.notice import NOTICE_HEADER
 from standalone.server.payload import translate
 from standalone.server.schemas import Txt2ImgBody
-from tests.standalone_server.conftest import START_TIMEOUT_S, free_port
+from tests.standalone_server.conftest import START_TIMEOUT_S, free_port, with_sdxl_demo
 from tests.standalone_server.server_helpers import body, decode, gradient, info, ok, pixels, png_b64, square
 
 SDXL_CONTROLNET = "demo-random-weights-controlnet-sdxl"
@@ -32,8 +32,8 @@ def unit(**fields) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sdxl_app(tmp_path_factory, one_torch_thread):
-    models_dir = tmp_path_factory.mktemp("sdxl-server-models")
+def sdxl_app(tmp_path_factory, one_torch_thread, sdxl_demo_files):
+    models_dir = with_sdxl_demo(sdxl_demo_files, tmp_path_factory.mktemp("sdxl-server-models"))
     # an SD1.x ControlNet in the user's folder: listed by the API, hidden from the SDXL page, refused in a unit
     sd15 = ensure_demo_models(models_dir).controlnet
     (models_dir / "ControlNet").mkdir()

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lib_controlnet.enums import ControlMode, HiResFixOption, ResizeMode
+from lib_controlnet.enums import ControlMode, HiResFixOption, PuLIDMode, ResizeMode
 from lib_controlnet.errors import InputError
 from lib_controlnet.units.infotext import (
     INFOTEXT_FIELDS,
@@ -85,6 +85,13 @@ def test_hr_option_is_written_only_when_it_matters():
     text = serialize_unit(canny_unit(hr_option="High res only"))
     assert text.endswith(", Hr Option: High res only")
     assert parse_unit(text).hr_option is HiResFixOption.HIGH_RES_ONLY
+
+
+def test_pulid_mode_is_written_only_when_it_is_not_the_default():
+    assert "Pulid Mode" not in serialize_unit(canny_unit())
+    text = serialize_unit(canny_unit(pulid_mode="Extremely style"))
+    assert text.endswith(", Pulid Mode: Extremely style")
+    assert parse_unit(text).pulid_mode is PuLIDMode.STYLE
 
 
 def test_reference_written_text_parses():
