@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import uvicorn
 
+from annotator.neural import weights
 from standalone import DEMO_NOTICE, ensure_demo_models
 from standalone.server import ServerConfig, build_app
 from standalone.server.notice import NOTICE_HEADER
@@ -38,7 +39,9 @@ def sdxl_app(tmp_path_factory, one_torch_thread, sdxl_demo_files):
     sd15 = ensure_demo_models(models_dir).controlnet
     (models_dir / "ControlNet").mkdir()
     shutil.copy(sd15, models_dir / "ControlNet" / sd15.name)
-    return build_app(ServerConfig(models_dir=models_dir, demo="sdxl"))
+    saved = weights._folder  # building a server points the annotators at its folder: the package's afterwards
+    yield build_app(ServerConfig(models_dir=models_dir, demo="sdxl"))
+    weights._folder = saved
 
 
 @pytest.fixture(scope="module")
