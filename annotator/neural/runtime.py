@@ -26,9 +26,9 @@ from lib_controlnet.models.cache import DEFAULT_CAPACITY, ModelCache
 
 from .weights import NetSpec
 
-# openpose_full holds three networks (body, hand, face) in one call; a smaller cache would reload them
-# on every call.
-MIN_CAPACITY = 3
+# One call can hold several networks: openpose_full three (body, hand, face), ip-adapter_pulid five (antelopev2's
+# detector and recogniser, RetinaFace, BiSeNet, EVA-CLIP); a smaller cache would reload some on every call.
+MIN_CAPACITY = 5
 COMPUTE_DTYPE = torch.float32  # the reference runs its annotators in float32 too
 
 

@@ -23,7 +23,7 @@ from annotator.neural import face_analysis as fa
 from annotator.neural import facexlib_faces as fx
 from annotator.neural import onnx_models
 from annotator.neural.pulid import pulid_embedding
-from annotator.neural.runtime import AnnotatorModels
+from annotator.neural.runtime import AnnotatorModels, default_models
 from annotator.neural.weights import set_weights_folder
 from lib_controlnet.errors import MissingDependencyError, NotFoundError
 from lib_controlnet.preprocessors import ResultCache, default_registry, run_preprocessor
@@ -82,8 +82,12 @@ def test_the_registered_module_gives_the_references_fields_from_each_part(photo,
     set_weights_folder(folder)
     try:
         out = run_preprocessor(module, photo, cache=ResultCache()).map
+        loads = default_models().loads
+        again = run_preprocessor(module, photo, cache=ResultCache()).map  # no result cache: runs again
     finally:
         set_weights_folder()
+    assert default_models().loads == loads  # its five networks stay loaded together
+    assert all(torch.equal(out[k], again[k]) for k in out)
     assert set(out) == {"id_ante_embedding", "id_cond_vit", "id_vit_hidden"}
     assert all(v.dtype == torch.float32 for v in out.values())
     assert torch.equal(out["id_ante_embedding"], fa.instant_id_face_embedding(photo, 512, models).reshape(1, 512))

@@ -85,14 +85,22 @@ def test_loaded_once_reloaded_when_the_file_changes_and_evicted_by_lru(tmp_path)
     second = models.get(mlsd.MLSD)
     assert second is not first and models.loads == 2
     assert torch.equal(second.block23.conv3.weight, state["block23.conv3.weight"])
-    # At least three networks stay (openpose_full needs three in one call) whatever the capacity asked.
-    for name in ("a", "b", "c"):
+    # At least five networks stay (openpose_full needs three in one call, ip-adapter_pulid five) whatever the
+    # capacity asked: MIN_CAPACITY more files evict the MLSD one, the least recently used.
+    assert MIN_CAPACITY == 5
+    names = [f"dir{i}" for i in range(MIN_CAPACITY)]
+    for name in names:
         (tmp_path / name).mkdir()
         _save(tmp_path / name, softedge.PIDINET)
-    for name in ("a", "b", "c"):
+    for name in names[:-1]:
         models.get(softedge.PIDINET, folder=tmp_path / name)
-    assert len(models) == MIN_CAPACITY
-    assert models.loads == 5
+    assert len(models) == MIN_CAPACITY  # the MLSD network and four others, none evicted yet
+    models.get(softedge.PIDINET, folder=tmp_path / names[-1])
+    assert len(models) == MIN_CAPACITY and models.loads == 2 + MIN_CAPACITY
+    models.get(softedge.PIDINET, folder=tmp_path / names[0])  # still there
+    assert models.loads == 2 + MIN_CAPACITY
+    models.get(mlsd.MLSD)  # evicted: read again
+    assert models.loads == 3 + MIN_CAPACITY
 
 
 def test_running_puts_networks_on_the_compute_device_and_back(tmp_path):
