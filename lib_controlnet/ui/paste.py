@@ -32,7 +32,7 @@ from .unit_values import panel_values
 # The widgets a paste sets, besides the status line and the hidden slider memory.
 PASTE_WIDGETS = ("enabled", "module", "model", "weight", "guidance_start", "guidance_end", "processor_res",
                  "threshold_a", "threshold_b", "pixel_perfect", "control_mode", "resize_mode", "hr_option",
-                 "union_control_type")
+                 "union_control_type", "pulid_mode")
 SLIDERS = ("processor_res", "threshold_a", "threshold_b")
 PASTED_SLIDERS = "pasted_sliders"
 STATUS = "status"

@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from lib_controlnet.api.info import union_model_names
-from lib_controlnet.enums import ControlMode, HiResFixOption, ResizeMode, UnionControlType
+from lib_controlnet.enums import ControlMode, HiResFixOption, PuLIDMode, ResizeMode, UnionControlType
 from lib_controlnet.models.registry import NO_MODEL, ModelRegistry
 from lib_controlnet.preprocessors import Registry
 
@@ -173,6 +173,8 @@ def build_unit(tab: str, index: int, unit_count: int, *, models: ModelRegistry, 
     w["hr_option"] = gr.Radio(label="Hires-Fix Option", choices=[m.value for m in HiResFixOption],
                               value=HiResFixOption.BOTH.value, visible=not is_img2img,
                               elem_id=ids.control("hr_option_radio"))
+    w["pulid_mode"] = gr.Radio(label="PuLID Mode", choices=[m.value for m in PuLIDMode],
+                               value=PuLIDMode.FIDELITY.value, visible=False, elem_id=ids.control("pulid_mode_radio"))
 
     # --- server-side state --------------------------------------------------------------------------------
     w["image_value"] = gr.State(value=None)  # the image widget's last value, kept on the server
@@ -189,6 +191,10 @@ def build_unit(tab: str, index: int, unit_count: int, *, models: ModelRegistry, 
     controls.sync = _sync_function(ctx, index)
     _wire(controls, ctx, size_inputs, none)
     return controls
+
+
+def shows_pulid_mode(model) -> bool:
+    return isinstance(model, str) and "pulid" in model.lower()
 
 
 def model_label(preprocessor) -> str:
@@ -227,8 +233,12 @@ def _wire(c: UnitControls, ctx: _Context, size_inputs, none) -> None:
     # plain values: recompute the unit
     for key in ("enabled", "low_vram", "model", "weight", "guidance_start", "guidance_end", "processor_res",
                 "threshold_a", "threshold_b", "control_mode", "resize_mode", "hr_option",
-                "inpaint_crop_input_image", "union_control_type"):
+                "inpaint_crop_input_image", "union_control_type", "pulid_mode"):
         w[key].change(**sync_args)
+
+    # the PuLID mode radio is for PuLID models (the reference's rule: the model's name says "pulid")
+    w["model"].change(fn=lambda model: gr.update(visible=shows_pulid_mode(model)), inputs=[w["model"]],
+                      outputs=[w["pulid_mode"]], queue=False, show_progress=QUIET)
 
     # the image: keep it on the server, then recompute
     for event in compat.image_value_events(w["image"]):

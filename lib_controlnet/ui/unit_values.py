@@ -37,6 +37,7 @@ VALUE_KEYS = (
     "hr_option",
     "inpaint_crop_input_image",
     "union_control_type",  # hidden: set by the Control Type radio (see unit_panel)
+    "pulid_mode",  # shown for a PuLID model only (the reference's rule: "pulid" in the model name)
 )
 
 
@@ -86,6 +87,7 @@ def unit_payload(values: Mapping[str, Any], *, preprocessors: Registry, tab: str
         "hr_option": values["hr_option"] if tab == "txt2img" else HiResFixOption.BOTH.value,
         "inpaint_crop_input_image": bool(values["inpaint_crop_input_image"]),
         "union_control_type": values["union_control_type"],
+        "pulid_mode": values["pulid_mode"],
     }
 
 
@@ -138,4 +140,5 @@ def panel_values(unit: Unit, *, preprocessors: Registry, tab: str) -> dict[str, 
         "hr_option": unit.hr_option.value,
         "inpaint_crop_input_image": unit.inpaint_crop_input_image,
         "union_control_type": unit.union_control_type.value,
+        "pulid_mode": unit.pulid_mode.value,
     }

@@ -6,8 +6,10 @@ import gradio as gr
 import numpy as np
 import pytest
 
+from lib_controlnet.enums import PuLIDMode
 from lib_controlnet.ui import PanelStates, build_panel, compat
 from lib_controlnet.ui.demo_app import build_demo
+from lib_controlnet.ui.unit_values import VALUE_KEYS
 from lib_controlnet.units.unit import Unit
 
 
@@ -60,8 +62,9 @@ def test_reference_element_ids(models, registry):
                        "model_dropdown", "refresh_models", "trigger_preprocessor", "control_weight_slider",
                        "start_control_step_slider", "ending_control_step_slider", "preprocessor_resolution_slider",
                        "threshold_A_slider", "threshold_B_slider", "control_mode_radio", "resize_mode_radio",
-                       "hr_option_radio", "type_filter_radio", "send_dimen_button", "preprocessor_preview_checkbox",
-                       "open_new_canvas_button", "canvas_width", "canvas_height", "canvas_create_button"):
+                       "hr_option_radio", "pulid_mode_radio", "type_filter_radio", "send_dimen_button",
+                       "preprocessor_preview_checkbox", "open_new_canvas_button", "canvas_width", "canvas_height",
+                       "canvas_create_button"):
             assert f"{prefix}_controlnet_{widget}" in ids, widget
         assert f"{prefix}_input_image" in ids and f"{prefix}_generated_image" in ids
     assert {"txt2img_controlnet", "txt2img_controlnet_tabs", "controlnet"} <= ids
@@ -133,7 +136,7 @@ def test_unit_event_recomputes_state_and_status(models, registry, astronaut):
     values = [unit[k].value if k != "image" else None for k in
               ("enabled", "low_vram", "pixel_perfect", "image", "upload_independent", "module", "model", "weight",
                "guidance_start", "guidance_end", "processor_res", "threshold_a", "threshold_b", "control_mode",
-               "resize_mode", "hr_option", "inpaint_crop_input_image", "union_control_type")]
+               "resize_mode", "hr_option", "inpaint_crop_input_image", "union_control_type", "pulid_mode")]
     sync = _handler(blocks, unit["enabled"], "change", output=unit.state)
     assert sync is unit.sync
     values[0] = True
@@ -144,6 +147,21 @@ def test_unit_event_recomputes_state_and_status(models, registry, astronaut):
     values[11], values[12] = 100, 200
     state, status = sync(*values)
     assert state.module == "canny" and np.array_equal(state.image, astronaut) and status.startswith("**Ready:**")
+
+
+def test_the_pulid_mode_radio_shows_for_a_pulid_model_and_reaches_the_unit(models, registry):
+    blocks, panel = _build(unit_count=1, models=models, preprocessors=registry)
+    unit = panel.units[0]
+    assert unit["pulid_mode"].visible is False and unit["pulid_mode"].value == "Fidelity"
+    assert [c[0] for c in unit["pulid_mode"].choices] == ["Fidelity", "Extremely style"]
+    show = _handler(blocks, unit["model"], "change", output=unit["pulid_mode"])
+    assert show("ip-adapter_pulid_sdxl_fp16 [0a1b2c3d]")["visible"] is True  # the reference's rule: the name
+    assert show("ip-adapter-faceid_sdxl [0a1b2c3d]")["visible"] is False and show(None)["visible"] is False
+    values = {k: unit[k].value if k != "image" else None for k in VALUE_KEYS}
+    values.update(enabled=True, pulid_mode="Extremely style")
+    state, _ = unit.sync(*[values[k] for k in VALUE_KEYS])
+    assert state.pulid_mode is PuLIDMode.STYLE
+    assert _handler(blocks, unit["pulid_mode"], "change", output=unit.state) is unit.sync
 
 
 def test_sync_on_recomputes_every_unit_and_chains(models, registry):

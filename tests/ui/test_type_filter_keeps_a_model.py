@@ -52,6 +52,6 @@ def test_picking_canny_in_the_panel_keeps_the_demo_model_and_the_unit_ready(tmp_
 
     sync = _handler(blocks, unit["enabled"], "change", output=unit.state)
     values = [True, False, False, {"image": astronaut, "mask": None}, False, "canny", model["value"], 1.0, 0.0, 1.0,
-              512, 100, 200, "Balanced", "Crop and Resize", "Both", True, "Hard Edge"]
+              512, 100, 200, "Balanced", "Crop and Resize", "Both", True, "Hard Edge", "Fidelity"]
     state, status = sync(*values)
     assert state.model == name and "no ControlNet model selected" not in status

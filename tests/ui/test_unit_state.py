@@ -20,7 +20,7 @@ def _values(image=None, **changes):
         "module": "canny", "model": "canny_a [de2f2560]", "weight": 0.75, "guidance_start": 0.1,
         "guidance_end": 0.8, "processor_res": 640.0, "threshold_a": 80, "threshold_b": 180,
         "control_mode": "ControlNet is more important", "resize_mode": "Resize and Fill", "hr_option": "Low res only",
-        "inpaint_crop_input_image": True, "union_control_type": "Hard Edge",
+        "inpaint_crop_input_image": True, "union_control_type": "Hard Edge", "pulid_mode": "Extremely style",
     }
     values.update(changes)
     assert set(values) == set(VALUE_KEYS)
