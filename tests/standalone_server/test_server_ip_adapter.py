@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +166,39 @@ def test_ip_adapter_modules_are_listed(client):
     assert "ip-adapter-auto" in types["IP-Adapter"]["module_list"]
     modules = client.get("/controlnet/module_list").json()["module_list"]
     assert {"ip-adapter-auto", "ip-adapter_clip_sd15", "ip-adapter_clip_sdxl"} <= set(modules)
+
+
+def _rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def test_alternating_two_files_with_cache_size_1_frees_each_and_keeps_rss_flat(client, ip_files, service):
+    """Issue 14: 20 generations alternating two IP-Adapter files through a cache of one. Each load evicts the
+    other model, which must then be freed (nothing else holds it: no hook, embedding cache or unit keeps it),
+    and the process's RSS stays within 5 % of its size after the first rounds (the server runs in-process)."""
+    import gc
+    import weakref
+
+    folder = service.checkpoint.controlnet_dirs[0]
+    paths = [folder / f"{PLUS}.safetensors", folder / f"{PLUS_FACE}.bin"]
+    capacity = service.model_cache.capacity
+    service.model_cache.set_capacity(1)
+    service.model_cache.clear()
+    loaded, rss = [], []
+    try:
+        for i in range(20):
+            model = (PLUS, PLUS_FACE)[i % 2]
+            ok(client.post("/sdapi/v1/txt2img", json=body(ip_unit(model), seed=i, steps=1)))
+            assert len(service.model_cache) == 1 and paths[i % 2] in service.model_cache
+            loaded.append(weakref.ref(service.model_cache.get(paths[i % 2])))
+            gc.collect()
+            assert all(ref() is None for ref in loaded[:-1]), f"generation {i}: an evicted IP-Adapter is alive"
+            rss.append(_rss_mib())
+    finally:
+        service.model_cache.set_capacity(capacity)
+    first, last = rss[3], rss[-1]
+    print(f"RSS {first:.1f} -> {last:.1f} MiB ({last / first:.4f})")
+    assert 0.95 <= last / first <= 1.05, f"RSS {first:.0f} MiB after 4 generations, {last:.0f} MiB after 20"
