@@ -52,6 +52,7 @@ def main() -> None:
         anime_face,
         depth_anything,
         dsine,
+        eva_clip,
         facexlib_faces,
         leres,
         lineart,
@@ -120,6 +121,8 @@ def main() -> None:
                        lambda net: net.image_encoder(rand_input(1, 3, 1024, 1024))),
         "facexlib RetinaFace-R50": (facexlib_faces.RETINAFACE, None, (1, 3, 512, 512)),
         "facexlib BiSeNet": (facexlib_faces.BISENET, None, (1, 3, 512, 512)),
+        # ip-adapter_pulid's own network (its other parts are the facexlib rows and antelopev2 on onnxruntime)
+        "EVA02-CLIP-L-14-336 (PuLID)": (eva_clip.EVA_CLIP, None, (1, 3, 336, 336)),
     }
     # Networks a preprocessor needs besides its row's own.
     extras = {"depth_leres++ (merge net)": [leres.LERES]}
