@@ -94,7 +94,18 @@ def test_a_short_run_trains_only_the_controlnet_and_writes_a_loadable_file(base,
     assert np.abs(plain - controlled).max() > 8
 
 
-def test_resume_continues_exactly_where_it_stopped(base, pairs, tmp_path):
+@pytest.fixture
+def one_thread():
+    """Bit-for-bit comparisons of training runs need one torch thread: with two, a CPU kernel's parallel
+    reduction order varies from run to run (two identical runs in one process differed by ~1e-5 here), so
+    the test passed or failed by what ran before it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_resume_continues_exactly_where_it_stopped(base, pairs, tmp_path, one_thread):
     straight = ControlNetTrainer(config(base, pairs, tmp_path / "a", steps=6, save_every=3))
     straight.train()
     args = [str(pairs), "--base", str(base), "--resolution", str(SIZE), "--batch-size", "1", "--lr", "1e-3",
