@@ -3,6 +3,7 @@ thread (a real socket), and an httpx client bound to it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -66,8 +67,9 @@ def service(app):
     return app.state.service
 
 
-@pytest.fixture(scope="package")
-def base_url(app):
+@contextlib.contextmanager
+def serving(app):
+    """`app` served by uvicorn from a thread on a free loopback port; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -77,9 +79,17 @@ def base_url(app):
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def base_url(app):
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="package")

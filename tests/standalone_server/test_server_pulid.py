@@ -15,14 +15,11 @@ from __future__ import annotations
 import base64
 import io
 import sys
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
 
 from annotator.neural import eva_clip as ev
 from annotator.neural import face_analysis as fa
@@ -32,7 +29,7 @@ from standalone.server import ServerConfig, build_app
 from tests.face_models import ArcFaceWeights, Face, arcface, designed_scrfd_outputs, scrfd
 from tests.ip_adapter_models import save, unet_widths
 from tests.pulid_models import designed_retinaface_state, eva_clip_file_state, pulid_state_dict, random_bisenet_state
-from tests.standalone_server.conftest import START_TIMEOUT_S, free_port, with_sdxl_demo
+from tests.standalone_server.conftest import serving, with_sdxl_demo
 from tests.standalone_server.server_helpers import body, decode, ok, pixels, png_b64
 
 pytest.importorskip("onnxruntime")
@@ -68,19 +65,8 @@ def sdxl(tmp_path_factory, one_torch_thread, sdxl_demo_files):
     (annotators / "clip_vision").mkdir()
     torch.save(eva_clip_file_state(seed=74), annotators / "clip_vision" / ev.EVA_CLIP_FILE)
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+    with serving(app) as url, httpx.Client(base_url=url, timeout=300) as client:
         yield client, unet, annotators
-    server.should_exit = True
-    thread.join(timeout=10)
     weights._folder = saved  # the package's server reads its own annotator folder again
 
 

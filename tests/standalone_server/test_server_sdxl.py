@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from annotator.neural import weights
 from standalone import DEMO_NOTICE, ensure_demo_models
@@ -19,7 +16,7 @@ from standalone.server import ServerConfig, build_app
 from standalone.server.notice import NOTICE_HEADER
 from standalone.server.payload import translate
 from standalone.server.schemas import Txt2ImgBody
-from tests.standalone_server.conftest import START_TIMEOUT_S, free_port, with_sdxl_demo
+from tests.standalone_server.conftest import serving, with_sdxl_demo
 from tests.standalone_server.server_helpers import body, decode, gradient, info, ok, pixels, png_b64, square
 
 SDXL_CONTROLNET = "demo-random-weights-controlnet-sdxl"
@@ -46,19 +43,8 @@ def sdxl_app(tmp_path_factory, one_torch_thread, sdxl_demo_files):
 
 @pytest.fixture(scope="module")
 def client(sdxl_app):
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(sdxl_app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as c:
+    with serving(sdxl_app) as url, httpx.Client(base_url=url, timeout=300) as c:
         yield c
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
