@@ -24,6 +24,7 @@
 #
 # Environment: A1111_RIG_HOME (cache), A1111_SOURCES (folder with the archive), A1111_RIG_PYTHON (a Python 3.11),
 # A1111_RIG_THREADS (OMP/torch threads of the WebUI; default 1), A1111_RIG_START_TIMEOUT (seconds, default 900),
+# A1111_RIG_ARGS (more WebUI flags, e.g. --medvram-sdxl),
 # PYTHON (the interpreter with pytest and playwright for `test`; default .venv/bin/python of the checkout).
 set -euo pipefail
 
@@ -121,7 +122,7 @@ tokenizer() {
 }
 
 models() {
-  PYTHONPATH="$WEBUI/repositories/stable-diffusion-stability-ai${PYTHONPATH:+:$PYTHONPATH}" \
+  PYTHONPATH="$WEBUI/repositories/stable-diffusion-stability-ai:$WEBUI/repositories/generative-models${PYTHONPATH:+:$PYTHONPATH}" \
     HF_HOME="$RIG/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=2 PYTHONWARNINGS=ignore \
     "$VPY" "$ROOT/tools/a1111_rig_models.py" --webui "$WEBUI" --models-dir "$RIG/models"
 }
@@ -188,7 +189,7 @@ start() {
      --use-cpu all --no-half --no-half-vae --precision full --api --server-name 127.0.0.1 --port "$port" \
      --data-dir "$RUN/data" --models-dir "$RIG/models" --ckpt "$ckpt" --no-download-sd-model \
      --do-not-download-clip --disable-console-progressbars --controlnet-annotator-models-path "$RIG/models/annotators" \
-     </dev/null >"$RUN/webui.log" 2>&1 9>&-) &
+     ${A1111_RIG_ARGS:-} </dev/null >"$RUN/webui.log" 2>&1 9>&-) &
   echo $! >"$RUN/pid"
   echo "$url" >"$RUN/url"
   # Ready when our routes answer (they register after /sdapi) and the checkpoint has loaded (a 1-step txt2img).

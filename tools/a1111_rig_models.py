@@ -13,6 +13,12 @@ write one function decorated with `@model("<models-dir subfolder>/<published fil
 state dict (use `ldm_unet`, `seeded` and friends below), and nothing else: `finish()` redraws the zeros and casts
 to fp16 for every model, the next build makes the file, and later builds keep it until the function's source (or
 GENERATOR) changes. Tests find it by its name in the WebUI's lists (e.g. /controlnet/model_list).
+
+Files too large to hold in memory (the full-size SDXL checkpoint: 3.5 G values) are planned instead: the function
+returns `Planned` entries (shape, stored dtype, and how to draw the values) and `make()` writes the safetensors
+file tensor by tensor, so at most one tensor is in memory (`planned_like` gives every parameter the values PyTorch's
+default initialisation would draw, from a generator seeded by its key). Helpers such a function relies on go in
+its `depends`, so that a change to them remakes the file.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ import hashlib
 import inspect
 import json
 import os
+import struct
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,25 +51,36 @@ WEBUI: Path = Path(".")
 
 # ---------------------------------------------------------------------------------------------- registry
 class Entry:
-    def __init__(self, path: str, build: Callable[[], dict[str, torch.Tensor]], dtype: str):
-        self.path, self.build, self.dtype = path, build, dtype
+    def __init__(self, path: str, build: Callable[[], dict], dtype: str, depends: Sequence[Callable] = ()):
+        self.path, self.build, self.dtype, self.depends = path, build, dtype, tuple(depends)
 
     @property
     def stamp(self) -> str:
         """What the file depends on; computed without importing torch, so a build with nothing to do is quick."""
-        source = inspect.getsource(self.build) + GENERATOR + self.dtype + metadata.version("torch")
+        source = "".join(inspect.getsource(f) for f in (self.build, *self.depends))
+        source += GENERATOR + self.dtype + metadata.version("torch")
         return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 MODELS: list[Entry] = []
 
 
-def model(path: str, dtype: str = "float16"):
-    """Register a builder of the file `path` (relative to the models dir), saved with floats in `dtype`."""
+def model(path: str, dtype: str = "float16", depends: Sequence[Callable] = ()):
+    """Register a builder of the file `path` (relative to the models dir), saved with floats in `dtype`; its
+    stamp covers its own source and that of the helpers in `depends`."""
     def register(build):
-        MODELS.append(Entry(path, build, dtype))
+        MODELS.append(Entry(path, build, dtype, depends))
         return build
     return register
+
+
+class Planned:
+    """One tensor of a file written tensor by tensor: its shape and stored dtype now, its values from `draw()`."""
+
+    __slots__ = ("shape", "dtype", "draw")
+
+    def __init__(self, shape: Sequence[int], dtype: torch.dtype, draw: Callable[[], torch.Tensor]):
+        self.shape, self.dtype, self.draw = tuple(int(n) for n in shape), dtype, draw
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -133,6 +151,146 @@ def sd15_unet_config() -> dict:
 
 def prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {prefix + k: v for k, v in state.items()}
+
+
+def planned_like(path: str, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype,
+                 exact: dict[str, Callable[[], torch.Tensor]] | None = None) -> dict[str, Planned]:
+    """Values as PyTorch's default initialisation draws them, one generator per key (seeded from `path` and the
+    key): a weight of 2+ dims (Linear, Conv) U(+-1/sqrt(fan_in)), its bias the same bound; embeddings
+    (token, position) N(0, 0.02); a 1-dim weight (a norm's scale) ones; other biases (norms, attention in/out
+    projections without a shaped sibling) N(0, 0.02), never zero (see the module docstring). `exact` keys (buffers
+    such as position ids or a noise schedule) keep the values and dtype their function returns."""
+    import math
+
+    import torch
+
+    exact = exact or {}
+
+    def draw(key: str, shape: tuple[int, ...]) -> Callable[[], torch.Tensor]:
+        def values() -> torch.Tensor:
+            gen = torch.Generator().manual_seed(zlib.crc32(f"{path}:{key}".encode()))
+            stem = key.rsplit(".", 1)[0]
+            sibling = shapes.get(stem + ".weight") if key.endswith("bias") else None
+            if len(shape) >= 2 and "embedding" in key:
+                return torch.randn(shape, generator=gen).mul_(0.02)
+            if len(shape) >= 2:
+                bound = 1 / math.sqrt(math.prod(shape[1:]))
+                return torch.rand(shape, generator=gen).mul_(2 * bound).sub_(bound)
+            if key.endswith("weight") and len(shape) == 1:
+                return torch.ones(shape)
+            if sibling is not None and len(sibling) >= 2:
+                bound = 1 / math.sqrt(math.prod(sibling[1:]))
+                return torch.rand(shape, generator=gen).mul_(2 * bound).sub_(bound)
+            return torch.randn(shape, generator=gen).mul_(0.02)
+        return values
+
+    plan = {}
+    for key, shape in shapes.items():
+        if key in exact:
+            value = exact[key]()
+            plan[key] = Planned(value.shape, value.dtype, lambda value=value: value)
+        else:
+            plan[key] = Planned(shape, dtype, draw(key, shape))
+    return plan
+
+
+SD_XL_BASE = "repositories/generative-models/configs/inference/sd_xl_base.yaml"  # the config A1111 picks for SDXL
+
+
+def sgm_sdxl_shapes(config_path: str = SD_XL_BASE) -> tuple[dict[str, tuple[int, ...]], dict[str, Callable]]:
+    """Key -> shape of sgm's DiffusionEngine built from one of A1111's SDXL configs on the meta device (no weights
+    allocated), i.e. the key set sgm saves and A1111 loads; and the functions giving its buffers' exact values
+    (the noise schedule `denoiser.sigmas`, CLIP-L's `position_ids`). OpenCLIP's tower is built without its
+    pretrained download and its visual half is dropped (as sgm does); CLIP-L from the offline config."""
+    import open_clip
+    import sgm.models.diffusion as diffusion
+    import sgm.modules.encoders.modules as encoders
+    import torch
+    from omegaconf import OmegaConf
+    from sgm.util import instantiate_from_config
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    def part(config):  # the denoiser computes its schedule with numpy: on the CPU (it is small)
+        if str(config.get("target", "")).endswith("Denoiser"):
+            with torch.device("cpu"):
+                return instantiate_from_config(config)
+        return instantiate_from_config(config)
+
+    config = OmegaConf.load(WEBUI / config_path)
+    clip_from_pretrained, create = encoders.CLIPTextModel.from_pretrained, open_clip.create_model_and_transforms
+    encoders.CLIPTextModel.from_pretrained = lambda name, **kw: CLIPTextModel(CLIPTextConfig.from_pretrained(name))
+    open_clip.create_model_and_transforms = \
+        lambda arch, device=None, pretrained=None, **kw: create(arch, device="meta", pretrained=None, **kw)
+    diffusion.instantiate_from_config = part
+    try:
+        with torch.device("meta"):
+            engine = instantiate_from_config(config.model)
+    finally:
+        encoders.CLIPTextModel.from_pretrained, open_clip.create_model_and_transforms = clip_from_pretrained, create
+        diffusion.instantiate_from_config = instantiate_from_config
+    state = engine.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    params = {k for k, _ in engine.named_parameters()}
+    exact = {}
+    for key in set(state) - params:
+        if key == "denoiser.sigmas":
+            exact[key] = lambda: state["denoiser.sigmas"].clone()
+        elif key.endswith("position_ids"):
+            exact[key] = lambda n=shapes[key][-1]: torch.arange(n, dtype=torch.int64)[None]
+        else:
+            raise SystemExit(f"sgm_sdxl_shapes: no exact value known for the buffer {key} {shapes[key]}")
+    return shapes, exact
+
+
+def diffusers_sdxl_small_controlnet_shapes(hint: tuple[int, ...] = (16, 32, 96, 256)) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of diffusers' SDXL ControlNet "small" (diffusers/controlnet-canny-sdxl-1.0-small's config:
+    three DownBlock2D levels 320/640/1280 without attention, a UNetMidBlock2D of one resnet, text_time addition
+    embedding over 2816, hint encoder 16/32/96/256) in diffusers' names; tests/test_rig_models.py checks it against
+    diffusers' ControlNetModel with that config."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(key, c_out, c_in, k):
+        shapes[f"{key}.weight"], shapes[f"{key}.bias"] = (c_out, c_in, k, k), (c_out,)
+
+    def linear(key, c_out, c_in):
+        shapes[f"{key}.weight"], shapes[f"{key}.bias"] = (c_out, c_in), (c_out,)
+
+    def norm(key, c):
+        shapes[f"{key}.weight"], shapes[f"{key}.bias"] = (c,), (c,)
+
+    def resnet(key, c_in, c_out):
+        norm(f"{key}.norm1", c_in)
+        conv(f"{key}.conv1", c_out, c_in, 3)
+        linear(f"{key}.time_emb_proj", c_out, 1280)
+        norm(f"{key}.norm2", c_out)
+        conv(f"{key}.conv2", c_out, c_out, 3)
+        if c_in != c_out:
+            conv(f"{key}.conv_shortcut", c_out, c_in, 1)
+
+    conv("conv_in", 320, 4, 3)
+    linear("time_embedding.linear_1", 1280, 320)
+    linear("time_embedding.linear_2", 1280, 1280)
+    linear("add_embedding.linear_1", 1280, 2816)
+    linear("add_embedding.linear_2", 1280, 1280)
+    conv("controlnet_cond_embedding.conv_in", hint[0], 3, 3)
+    for i, (a, b) in enumerate(zip(hint, hint[1:])):
+        conv(f"controlnet_cond_embedding.blocks.{2 * i}", a, a, 3)
+        conv(f"controlnet_cond_embedding.blocks.{2 * i + 1}", b, a, 3)
+    conv("controlnet_cond_embedding.conv_out", 320, hint[-1], 3)
+    widths, c_in, residuals = (320, 640, 1280), 320, [320]
+    for level, width in enumerate(widths):
+        for r in range(2):
+            resnet(f"down_blocks.{level}.resnets.{r}", c_in, width)
+            c_in = width
+            residuals.append(width)
+        if level < len(widths) - 1:
+            conv(f"down_blocks.{level}.downsamplers.0.conv", width, width, 3)
+            residuals.append(width)
+    for i, width in enumerate(residuals):
+        conv(f"controlnet_down_blocks.{i}", width, width, 1)
+    resnet("mid_block.resnets.0", 1280, 1280)
+    conv("controlnet_mid_block", 1280, 1280, 1)
+    return shapes
 
 
 # ---------------------------------------------------------------------------------------------- the models
@@ -276,6 +434,32 @@ def clip_vit_h_image_encoder():
     return {k: v.detach() for k, v in CLIPVisionModelWithProjection(config).state_dict().items()}
 
 
+SDXL_CHECKPOINT = "Stable-diffusion/sdxl-base-random.safetensors"
+SDXL_CONTROLNET = "ControlNet/controlnet-canny-sdxl-1.0-small.safetensors"
+
+
+@model(SDXL_CHECKPOINT, depends=(planned_like, sgm_sdxl_shapes))
+def sdxl_checkpoint():
+    """SDXL base 1.0 as published (sd_xl_base_1.0.safetensors): sgm's single file, full size, from the config A1111
+    itself picks for it (sd_xl_base.yaml, chosen by `conditioner.embedders.1.model.ln_final.weight` and a 4-channel
+    `input_blocks.0.0`): the UNet (`model.diffusion_model.*`), CLIP-L (`conditioner.embedders.0.transformer.*`),
+    OpenCLIP ViT-bigG's text tower (`conditioner.embedders.1.model.*`), the VAE (`first_stage_model.*`), and
+    `denoiser.sigmas`. 3.5 G values: planned, so written tensor by tensor."""
+    import torch
+
+    shapes, exact = sgm_sdxl_shapes()
+    return planned_like(SDXL_CHECKPOINT, shapes, torch.float16, exact)
+
+
+@model(SDXL_CONTROLNET, depends=(planned_like, diffusers_sdxl_small_controlnet_shapes))
+def sdxl_controlnet_canny_small():
+    """diffusers' SDXL ControlNet "small" as published (controlnet-canny-sdxl-1.0-small's
+    diffusion_pytorch_model.fp16.safetensors, diffusers key names): 10 residuals, no attention."""
+    import torch
+
+    return planned_like(SDXL_CONTROLNET, diffusers_sdxl_small_controlnet_shapes(), torch.float16)
+
+
 # ---------------------------------------------------------------------------------------------- making files
 # Tensors that must keep their exact values: the noise schedule and CLIP's position ids (all-zero rows of a
 # schedule are data, not an untrained layer).
@@ -309,6 +493,46 @@ def finish(entry: Entry, state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
+SAFETENSORS_DTYPES = {"float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64", "int64": "I64",
+                      "int32": "I32"}
+
+
+def write_planned(target: Path, entry: Entry, plan: dict[str, Planned]) -> None:
+    """A safetensors file (8-byte little-endian header length, JSON header, the tensors' bytes in header order)
+    written one tensor at a time: each is drawn, checked (floats: not all zero, finite), written and dropped."""
+    import math
+
+    import torch
+
+    assert sys.byteorder == "little", "safetensors stores little-endian bytes"
+    keys = sorted(plan)
+    header: dict = {"__metadata__": METADATA}
+    offset = 0
+    for key in keys:
+        item = plan[key]
+        size = math.prod(item.shape) * item.dtype.itemsize
+        header[key] = {"dtype": SAFETENSORS_DTYPES[str(item.dtype).removeprefix("torch.")], "shape": list(item.shape),
+                       "data_offsets": [offset, offset + size]}
+        offset += size
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    values = 0
+    with open(target, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for key in keys:
+            item = plan[key]
+            value = item.draw().to(item.dtype).contiguous()
+            assert tuple(value.shape) == item.shape, (entry.path, key, value.shape, item.shape)
+            if value.is_floating_point() and not keep_exact(key):
+                assert value.any() and torch.isfinite(value).all(), f"{entry.path}: {key} is zero or not finite"
+                values += value.numel()
+            f.write(value.numpy().tobytes())
+            del value
+    print(f"[a1111-rig] {entry.path}: {len(keys)} tensors, {values / 1e6:.1f} M values, "
+          f"{(offset + len(blob) + 8) / 2**30:.2f} GiB, written tensor by tensor", file=sys.stderr)
+
+
 def make(models_dir: Path, only: str = "") -> None:
     manifest_path = models_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -327,12 +551,14 @@ def make(models_dir: Path, only: str = "") -> None:
         t0 = time.monotonic()
         target.parent.mkdir(parents=True, exist_ok=True)
         seeded(entry.path)
+        tmp = target.with_name(target.name + ".tmp")
         with torch.no_grad():
             state = entry.build()
             gc.collect()  # the modules the state came from
-            state = finish(entry, state)
-        tmp = target.with_name(target.name + ".tmp")
-        save_file(state, str(tmp), metadata=METADATA)
+            if state and all(isinstance(v, Planned) for v in state.values()):
+                write_planned(tmp, entry, state)
+            else:
+                save_file(finish(entry, state), str(tmp), metadata=METADATA)
         del state
         os.replace(tmp, target)
         manifest[entry.path] = entry.stamp
