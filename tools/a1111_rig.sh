@@ -17,6 +17,8 @@
 #   models/   --models-dir: random-weight models in the published layouts (tools/a1111_rig_models.py; to add a
 #             model, add one @model entry there: the next build makes it, later builds keep it)
 #   run/      one instance's data dir (fresh at every start), its log, pid and URL
+#   hash-cache/  A1111's checkpoint hash cache (SD_WEBUI_CACHE_DIR), kept between starts: the SDXL checkpoint's
+#             sha256 takes ~15 s
 # Next to ours, start() installs tools/a1111_rig_probe (a second extension, for the rig only): GET /cn-rig/model_state
 # shows tests/a1111 the loaded model's modules, hooks and weights. The annotator folder is models/annotators
 # (--controlnet-annotator-models-path), so the models maker's encoders (clip_vision/) survive a rebuild.
@@ -24,7 +26,8 @@
 #
 # Environment: A1111_RIG_HOME (cache), A1111_SOURCES (folder with the archive), A1111_RIG_PYTHON (a Python 3.11),
 # A1111_RIG_THREADS (OMP/torch threads of the WebUI; default 1), A1111_RIG_START_TIMEOUT (seconds, default 900),
-# A1111_RIG_ARGS (more WebUI flags, e.g. --medvram-sdxl),
+# A1111_RIG_ARGS (more WebUI flags, e.g. --medvram-sdxl), A1111_RIG_CKPT (the checkpoint to start with, relative to
+# models/Stable-diffusion; default the SD1.5 one that tests/a1111 expects),
 # PYTHON (the interpreter with pytest and playwright for `test`; default .venv/bin/python of the checkout).
 set -euo pipefail
 
@@ -177,13 +180,16 @@ start() {
   port=$(free_port)
   url=http://127.0.0.1:$port
   ckpt=$(cat "$RIG/models/checkpoint.txt")
+  if [ -n "${A1111_RIG_CKPT:-}" ]; then ckpt=$RIG/models/Stable-diffusion/$A1111_RIG_CKPT; fi
+  [ -f "$ckpt" ] || die "no checkpoint $ckpt"
   rm -rf "$RUN" && mkdir -p "$RUN/data/extensions"
   ln -s "$EXT" "$RUN/data/extensions/$EXT_NAME"
   ln -s "$EXT/tools/a1111_rig_probe" "$RUN/data/extensions/cn-rig-probe"
   say "starting the WebUI on $url (log: $RUN/webui.log)"
   # setsid: the WebUI leads its own process group, so stop() ends it and all its children at once.
   (cd "$WEBUI" && exec env HF_HOME="$RIG/hf" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-     SD_WEBUI_CACHE_FILE="$RIG/hash-cache.json" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" \
+     SD_WEBUI_CACHE_FILE="$RIG/hash-cache.json" SD_WEBUI_CACHE_DIR="$RIG/hash-cache" \
+     OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" \
      GRADIO_ANALYTICS_ENABLED=False PYTHONUNBUFFERED=1 \
      setsid "$VPY" launch.py --skip-prepare-environment --skip-install --skip-torch-cuda-test --skip-version-check \
      --use-cpu all --no-half --no-half-vae --precision full --api --server-name 127.0.0.1 --port "$port" \

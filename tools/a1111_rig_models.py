@@ -436,6 +436,9 @@ def clip_vit_h_image_encoder():
 
 SDXL_CHECKPOINT = "Stable-diffusion/sdxl-base-random.safetensors"
 SDXL_CONTROLNET = "ControlNet/controlnet-canny-sdxl-1.0-small.safetensors"
+# Second names of a file (hard links: no disk): A1111 switches to a refiner only when it is another checkpoint than the
+# loaded one, so tests/a1111 uses the base weights under a second name as the refiner.
+ALIASES = {"Stable-diffusion/sdxl-base-random-as-refiner.safetensors": SDXL_CHECKPOINT}
 
 
 @model(SDXL_CHECKPOINT, depends=(planned_like, sgm_sdxl_shapes))
@@ -458,6 +461,21 @@ def sdxl_controlnet_canny_small():
     import torch
 
     return planned_like(SDXL_CONTROLNET, diffusers_sdxl_small_controlnet_shapes(), torch.float16)
+
+
+@model("VAE-approx/vaeapprox-sdxl.pt", dtype="float32")
+def sdxl_vae_approx():
+    """A1111's live-preview decoder of SDXL latents (modules/sd_vae_approx.py: VAEApprox, eight convs), which A1111
+    downloads at the first SDXL generation (it ships only the SD1 one) and this machine cannot: a torch.save'd
+    state dict, as published (A1111 loads it with torch.load)."""
+    import torch
+
+    widths = ((4, 8, 7), (8, 16, 5), (16, 32, 3), (32, 64, 3), (64, 32, 3), (32, 16, 3), (16, 8, 3), (8, 3, 3))
+    state = {}
+    for i, (c_in, c_out, k) in enumerate(widths, 1):
+        conv = torch.nn.Conv2d(c_in, c_out, k)
+        state[f"conv{i}.weight"], state[f"conv{i}.bias"] = conv.weight.detach(), conv.bias.detach()
+    return state
 
 
 # ---------------------------------------------------------------------------------------------- making files
@@ -533,6 +551,25 @@ def write_planned(target: Path, entry: Entry, plan: dict[str, Planned]) -> None:
           f"{(offset + len(blob) + 8) / 2**30:.2f} GiB, written tensor by tensor", file=sys.stderr)
 
 
+def save_pt(state: dict[str, torch.Tensor], target: Path) -> None:
+    """torch.save's zip, with only the entries files saved by the torch of 2023 have (data.pkl, version,
+    byteorder, data/N): A1111's safe unpickler (modules/safe.py) refuses newer ones such as .format_version."""
+    import re
+    import zipfile
+
+    import torch
+
+    raw = target.with_name(target.name + ".raw")
+    torch.save(state, raw)
+    keep = re.compile(r"^[^/]+/(data/\d+|version|byteorder|data\.pkl)$")
+    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if keep.match(info.filename):
+                dst.writestr(info, src.read(info.filename))
+    raw.unlink()
+    torch.load(target, weights_only=True)  # still readable
+
+
 def make(models_dir: Path, only: str = "") -> None:
     manifest_path = models_dir / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -557,6 +594,8 @@ def make(models_dir: Path, only: str = "") -> None:
             gc.collect()  # the modules the state came from
             if state and all(isinstance(v, Planned) for v in state.values()):
                 write_planned(tmp, entry, state)
+            elif target.suffix == ".pt":  # a format its host reads only through torch.load
+                save_pt(finish(entry, state), tmp)
             else:
                 save_file(finish(entry, state), str(tmp), metadata=METADATA)
         del state
@@ -565,6 +604,11 @@ def make(models_dir: Path, only: str = "") -> None:
         replace_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         print(f"[a1111-rig] made {target} in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     replace_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    for alias, source in ALIASES.items():
+        src, dst = models_dir / source, models_dir / alias
+        if src.is_file() and not (dst.is_file() and os.path.samefile(src, dst)):
+            dst.unlink(missing_ok=True)
+            os.link(src, dst)
     replace_text(models_dir / "checkpoint.txt", str(models_dir / CHECKPOINT) + "\n")
 
 
@@ -575,6 +619,7 @@ def replace_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
 
 
 def main() -> None:
