@@ -149,7 +149,9 @@ def checkpoint_family(sd_model) -> str | None:
 
 
 class _Session:
-    """One generation's state, kept on `p` (per request, never global)."""
+    """One generation's state, kept on `p` (per request, never global) until postprocess lets go of it: A1111
+    leaves each `p` in reference cycles (p <-> its sampler) that only Python's cycle collector frees, and
+    anything the session held would live as long (see `_prepare` for the host UNet's weights)."""
 
     def __init__(self, prepared, inputs):
         self.prepared = prepared
@@ -248,6 +250,7 @@ class Script(scripts.Script):
     def postprocess(self, p, processed, *unit_args):
         session = getattr(p, "controlnet_session", None)
         _detach(p)
+        p.controlnet_session = None  # the request is over (see _Session)
         if session is None or getattr(p, "controlnet_error", None):
             return
         if option("control_net_detectmap_autosaving"):
@@ -274,7 +277,15 @@ def _prepare(p, unit_args) -> _Session | None:
     MODELS.set_folders(model_folders())
     MODEL_CACHE.set_capacity(option("control_net_model_cache_size"))
     inputs = _generation_inputs(p)
-    prepared = prepare_units(units, inputs, models=MODELS, model_cache=MODEL_CACHE, preprocessors=registry)
+    try:
+        prepared = prepare_units(units, inputs, models=MODELS, model_cache=MODEL_CACHE, preprocessors=registry)
+    finally:
+        # The UNet's live parameters served the models built on them (Control-LoRAs keep their own references).
+        # Kept on the session, or in the traceback of a failed unit that `p.controlnet_error` holds, they would
+        # outlive a checkpoint switch: A1111 "trashes" a model by moving it to the meta device, which gives the
+        # modules new Parameter objects and leaves the old ones, and their memory (10 GB for SDXL), to whoever
+        # still refers to them.
+        inputs.base_unet = None
     return _Session(prepared, inputs)
 
 
@@ -435,6 +446,14 @@ def _follow_refiner(p) -> None:
         p.extra_generation_params["ControlNet refiner"] = "units stopped at the switch (another UNet layout)"
 
 
+def _on_model_loaded(sd_model) -> None:
+    """Another checkpoint is in (or the refiner's weights): cached models built on the previous one (Control-LoRAs,
+    difference ControlNets) would be rebuilt at their next use, and until then keep its UNet's weights alive."""
+    dropped = MODEL_CACHE.drop_other_bases(getattr(sd_model, "sd_model_hash", None))
+    if dropped:
+        logger.info("ControlNet: dropped %d cached model(s) built on the previous checkpoint", dropped)
+
+
 def _detach(p) -> None:
     session = getattr(p, "controlnet_session", None)
     if session is not None:
@@ -517,6 +536,7 @@ def _on_app_started(demo, app) -> None:
 
 
 script_callbacks.on_cfg_denoiser(_on_cfg_denoiser)
+script_callbacks.on_model_loaded(_on_model_loaded)
 script_callbacks.on_after_component(_on_after_component)
 script_callbacks.on_ui_settings(_on_ui_settings)
 script_callbacks.on_app_started(_on_app_started)

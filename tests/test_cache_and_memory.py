@@ -140,3 +140,22 @@ def test_difference_model_is_rebuilt_when_the_host_checkpoint_changes(files, tmp
     assert torch.allclose(second.net.state_dict()[key], first.net.state_dict()[key] + 1)
     model = cache.get(plain, base_id="ckpt-a")  # an ordinary model ignores the base
     assert not model.depends_on_base and cache.get(plain, base_id="ckpt-b") is model
+
+
+def test_models_built_on_another_checkpoint_are_dropped_when_the_host_says_so(files, tmp_path):
+    """What the A1111 adapter does when a checkpoint loads: a model bound to the old base goes (with the old UNet's
+    weights it refers to), one bound to the new base and ordinary models stay."""
+    unet, sd, (plain, _, _) = files
+    unet_sd = unet.state_dict()
+    diff = {k: (v - unet_sd[k] if k in unet_sd else v) for k, v in sd.items()}
+    old_path = save_state_dict({**diff, "difference": torch.tensor([])}, tmp_path / "d1.safetensors", prefix="")
+    new_path = save_state_dict({**diff, "difference": torch.tensor([])}, tmp_path / "d2.safetensors", prefix="")
+    cache = ModelCache(capacity=3)
+    ref = weakref.ref(cache.get(old_path, base_unet=unet_sd, base_id="ckpt-a").net)
+    kept = cache.get(new_path, base_unet=unet_sd, base_id="ckpt-b")
+    ordinary = cache.get(plain, base_id="ckpt-a")
+    assert cache.drop_other_bases("ckpt-b") == 1
+    gc.collect()
+    assert ref() is None and old_path not in cache
+    assert cache.get(new_path, base_unet=unet_sd, base_id="ckpt-b") is kept and cache.get(plain) is ordinary
+    assert cache.drop_other_bases("ckpt-b") == 0

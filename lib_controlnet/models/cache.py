@@ -2,8 +2,10 @@
 
 - A hit refreshes the entry (the reference evicts first-in-first-out even for models in use).
 - A file changed on disk (size or mtime) is reloaded.
-- Models built from the host UNet's weights ("difference" ControlNets: `depends_on_base` true) are reloaded when
-  the caller's `base_id` changes. Entries need only `.to(device)` and, optionally, `depends_on_base`.
+- Models built from the host UNet's weights ("difference" ControlNets, Control-LoRAs: `depends_on_base` true) are
+  reloaded when the caller's `base_id` changes, and `drop_other_bases` lets the host drop them as soon as it
+  loads another checkpoint (a Control-LoRA keeps the old UNet's parameters alive). Entries need only
+  `.to(device)` and, optionally, `depends_on_base`.
 - Eviction drops the cache's reference, moves the weights off the accelerator and collects, so the
   memory really comes back (as long as nobody else holds the model).
 """
@@ -80,6 +82,15 @@ class ModelCache:
         self.capacity = max(1, int(capacity))
         while len(self._entries) > self.capacity:
             self._drop(next(iter(self._entries)))
+
+    def drop_other_bases(self, base_id: object) -> int:
+        """Drop the models built on another host checkpoint than `base_id`: their next use would rebuild them
+        anyway, and until then they hold that checkpoint's UNet weights. Returns how many were dropped."""
+        stale = [key for key, entry in self._entries.items()
+                 if getattr(entry.model, "depends_on_base", False) and entry.base_id != base_id]
+        for key in stale:
+            self._drop(key)
+        return len(stale)
 
     def clear(self) -> None:
         for key in list(self._entries):
