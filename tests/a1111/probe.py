@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.a1111.test_api_a1111 import get, ok_json
+from tests.a1111.test_api_a1111 import get, ok_json, post
 
 ROUTE = "/cn-rig/model_state"
 
@@ -48,3 +48,19 @@ def differences(before: dict, after: dict, limit: int = 12) -> list[str]:
 def assert_as_before(before: dict, what: str) -> None:
     found = differences(before, model_state())
     assert not found, f"after {what} the model is not as it was:\n" + "\n".join(found)
+
+
+def live_objects() -> dict:
+    """Our per-request objects alive in the WebUI right now, and the host-UNet bytes they refer to."""
+    resp = get("/cn-rig/live")
+    if resp.status_code == 404:
+        pytest.skip("no /cn-rig/live (the probe extension tools/a1111_rig_probe is installed by tools/a1111_rig.sh)")
+    return ok_json(resp)
+
+
+def trim() -> dict:
+    """malloc_trim(0) in the WebUI: the memory freed since goes back to the system. RSS before and after."""
+    resp = post("/cn-rig/trim", {})
+    if resp.status_code == 404:
+        pytest.skip("no /cn-rig/trim (the probe extension tools/a1111_rig_probe is installed by tools/a1111_rig.sh)")
+    return ok_json(resp)
