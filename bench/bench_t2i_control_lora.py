@@ -3,14 +3,15 @@
 Part "t2i": full-size SD1.5 UNet (859 M) and a published-size full T2I-Adapter (77 M), fp32 on the CPU, 64x64
 latent, batch 2 (one cond row, one uncond row). Each timed call is a step *after* the first of its generation
 (the features are made once, at the first step), so the ratio to the no-unit call is what every further step
-costs. Target: <= 1.02.
+costs. Target: <= 1.02. Each round times `--steps` such steps per configuration and turns the configurations'
+order by one, so no configuration always runs right after the adapter's first step or the printing.
 
 Part "lora": a Control-LoRA (rank 128) on a half-width SD1.5 UNet against the same ControlNet with its weights
 merged in advance (W_unet + up·down written out, a full copy): time per forward and the memory each holds.
 
 Configurations are interleaved round by round; figures are medians; both wall-clock and process CPU time are
 printed (CPU time is far less disturbed by other processes on a shared machine).
-Usage: python bench/bench_t2i_control_lora.py [--part t2i lora] [--rounds 3]
+Usage: python bench/bench_t2i_control_lora.py [--part t2i lora] [--rounds 3] [--steps 2]
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def report(times: dict, title: str, target: float | None = None) -> None:
         print(f"{name:36s} {wall:7.2f} {wall / base_wall:10.3f} {cpu:7.2f} {cpu / base_cpu:9.3f}{verdict}")
 
 
-def bench_t2i(rounds: int) -> None:
+def bench_t2i(rounds: int, steps: int) -> None:
     from tests.tiny_kinds import diffusers_t2i, save_t2i_original
 
     unet = sd15_unet(seed=0)
@@ -72,19 +73,21 @@ def bench_t2i(rounds: int) -> None:
         "T2I-Adapter, ControlNet is more imp.": lambda: [AdapterUnit(model, hint, control_mode=ControlMode.CONTROL)],
     }
     times: dict[str, list] = {n: [] for n in configs}
+    names = list(configs)
     with torch.no_grad():
         unet(x, t, ctx)  # warm-up
         for rnd in range(rounds):
-            for name, units in configs.items():
+            for name in names[rnd % len(names):] + names[:rnd % len(names)]:
+                units = configs[name]
                 if units is None:
-                    times[name].append(timed(lambda: unet(x, t, ctx)))
+                    times[name] += [timed(lambda: unet(x, t, ctx)) for _ in range(steps)]
                     continue
                 with ControlHook(unet, units(), lambda *a: info).applied() as hook:
                     unet(x, t, ctx)  # the generation's first step: the features are made here
-                    times[name].append(timed(lambda: unet(x, t, ctx)))
-                    assert hook.runs == 1
-            print(f"round {rnd + 1}/{rounds}: " + ", ".join(f"{n}={v[-1][0]:.2f}s" for n, v in times.items()),
-                  flush=True)
+                    times[name] += [timed(lambda: unet(x, t, ctx)) for _ in range(steps)]
+                    assert hook.runs == 1  # and never again
+            print(f"round {rnd + 1}/{rounds}: " + ", ".join(
+                f"{n}=" + "/".join(f"{w:.2f}" for w, _ in v[-steps:]) + "s" for n, v in times.items()), flush=True)
     report(times, "T2I-Adapter: a step after the first, vs no unit (target <= 1.02)", target=1.02)
 
 
@@ -135,11 +138,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", nargs="*", default=["t2i", "lora"], choices=["t2i", "lora"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="t2i: timed steps per configuration and round")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if "t2i" in args.part:
-        bench_t2i(args.rounds)
+        bench_t2i(args.rounds, args.steps)
     if "lora" in args.part:
         bench_lora(args.rounds)
     print(f"\nload average at the end {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
