@@ -180,3 +180,23 @@ def test_the_command_line_runs_every_stage_into_a_loadable_checkpoint(tmp_path):
     assert model.notice == TOY_NOTICE
     parts = load_file(str(tmp_path / "toy" / "unet" / "parts.safetensors"))
     assert torch.equal(model.vae.state_dict()["quant_conv.bias"], parts[VAE_PREFIX + "quant_conv.bias"].half().float())
+
+
+def test_prompt_following_reads_a_rendered_scene_as_its_caption_and_a_blank_one_as_wrong():
+    from lib_controlnet.train.toy.prompt_following import prompt_following, summary
+    from lib_controlnet.train.toy.scenes import COLOURS, render
+
+    scenes = SceneSet.make(24, bm.RESOLUTION, seed=3)
+    rendered = [prompt_following(image, scene) for image, scene in zip(scenes.images, scenes.scenes)]
+    assert summary(rendered) == {"background": 1.0, "found": 1.0, "placed": 1.0, "all_right": 1.0}
+    scene = scenes.scenes[0]
+    blank = np.full_like(scenes.images[0], COLOURS[scene.background])
+    result = prompt_following(blank, scene)
+    assert result.background and result.found == 0 and not result.all_right
+    # the right colours in the wrong places: every shape moved to the mirrored position
+    from dataclasses import replace
+
+    mirrored = replace(scene, shapes=tuple(replace(s, cx=1 - s.cx, cy=1 - s.cy) for s in scene.shapes))
+    moved = prompt_following(render(mirrored, bm.RESOLUTION, bm.RESOLUTION), scene)
+    centred = sum(s.position == "in the center" for s in scene.shapes)
+    assert moved.found == len(scene.shapes) and moved.placed == centred

@@ -4,7 +4,10 @@ Stages, each resumable (`--resume`) and seeded:
   vae    the KL autoencoder (DIR/vae/, ending in DIR/vae/vae.safetensors)
   unet   the UNet and the text model together, on the trained VAE's latents (DIR/unet/)
   base   write the SD1.x-layout checkpoint from both (--output, default DIR/toy-shapes-sd15.safetensors)
-Progress goes to stderr (a line every 30 s in a log file).
+  all    the three in turn with their default settings (the recipe), each continuing a run it finds in DIR
+  sample txt2img on held-out captions with the checkpoint (--output or DIR's): DIR/samples.png (generated
+         above rendered) and how often the pictures follow their captions
+Progress goes to stderr (a line every 30 s in a log file); each stage ends with a JSON line of its figures.
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ from lib_controlnet.errors import ControlNetError
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib_controlnet.train.toy", description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=("vae", "unet", "base"))
+    p.add_argument("stage", choices=("vae", "unet", "base", "all", "sample"))
     p.add_argument("--work-dir", type=Path, required=True)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps of this stage")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--scenes", type=int, default=None, help="rendered training scenes")
     p.add_argument("--crop", type=int, default=None, help="vae: training crop (px, multiple of 8)")
+    p.add_argument("--whole-after", type=int, default=None, help="vae: the step from which it trains on whole images")
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", type=Path, default=None, help="base: the checkpoint to write")
+    p.add_argument("--output", type=Path, default=None, help="base: the checkpoint to write; sample: to read")
+    p.add_argument("--count", type=int, default=16, help="sample: pictures")
+    p.add_argument("--sample-steps", type=int, default=20, help="sample: sampler steps")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
@@ -47,29 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     started = time.monotonic()
     try:
-        if args.stage == "vae":
-            from .vae_training import VAETrainer, VAETraining, reconstruction_report
-
-            config = VAETraining(work_dir=args.work_dir / "vae", seed=args.seed, resume=args.resume,
-                                 **_overrides(args, ("steps", "batch_size", "lr", "scenes", "crop", "save_every")))
-            trainer = VAETrainer(config)
-            path = trainer.train()
-            from .dataset import SceneSet
-            from .vae_training import load_trained_vae
-
-            held_out = SceneSet.make(64, trainer.scenes.images.shape[1], seed=args.seed + 1)
-            report = reconstruction_report(load_trained_vae(path), held_out)
-        elif args.stage == "unet":
-            from .unet_training import UNetTraining, train_unet
-
-            config = UNetTraining(work_dir=args.work_dir, seed=args.seed, resume=args.resume,
-                                  **_overrides(args, ("steps", "batch_size", "lr", "scenes", "save_every")))
-            path, report = train_unet(config)
-        else:
-            from .unet_training import write_base_checkpoint
-
-            path = write_base_checkpoint(args.work_dir, args.output)
-            report = {}
+        if args.stage == "all":
+            for stage in ("vae", "unet", "base"):
+                code = main([stage, "--work-dir", str(args.work_dir), "--seed", str(args.seed), "--resume",
+                             *(["--output", str(args.output)] if args.output and stage == "base" else [])])
+                if code:
+                    return code
+            return 0
+        path, report = run_stage(args)
     except ControlNetError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return 2
@@ -77,6 +68,37 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report), file=sys.stderr)
     print(f"wrote {path}")
     return 0
+
+
+def run_stage(args) -> tuple[Path, dict]:
+    if args.stage == "vae":
+        from .dataset import SceneSet
+        from .vae_training import VAETrainer, VAETraining, load_trained_vae, reconstruction_report
+
+        config = VAETraining(work_dir=args.work_dir / "vae", seed=args.seed, resume=args.resume,
+                             **_overrides(args, ("steps", "batch_size", "lr", "scenes", "crop", "whole_after",
+                                                 "save_every")))
+        trainer = VAETrainer(config)
+        path = trainer.train()
+        held_out = SceneSet.make(64, trainer.scenes.images.shape[1], seed=args.seed + 1)
+        return path, reconstruction_report(load_trained_vae(path), held_out)
+    if args.stage == "unet":
+        from .unet_training import UNetTraining, train_unet
+
+        config = UNetTraining(work_dir=args.work_dir, seed=args.seed, resume=args.resume,
+                              **_overrides(args, ("steps", "batch_size", "lr", "scenes", "save_every")))
+        return train_unet(config)
+    if args.stage == "base":
+        from .unet_training import write_base_checkpoint
+
+        return write_base_checkpoint(args.work_dir, args.output), {}
+    from .base_samples import sample_report
+    from .unet_training import CHECKPOINT_NAME
+
+    grid = args.work_dir / "samples.png"
+    report = sample_report(args.output or args.work_dir / CHECKPOINT_NAME, grid, count=args.count,
+                           steps=args.sample_steps, seed=args.seed)
+    return grid, report
 
 
 if __name__ == "__main__":

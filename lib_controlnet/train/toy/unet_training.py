@@ -12,6 +12,7 @@ for resume); the checkpoint gets the averaged weights.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,19 +112,30 @@ class UNetTrainer:
     def cache_latents(self) -> torch.Tensor:
         """Every scene's scaled latent, encoded once (and kept in the work folder for resumed runs)."""
         path = self.config.unet_dir / "latents.safetensors"
+        stamp = {"vae": self.vae_stamp(), "scenes": str(len(self.scenes)), "seed": str(self.config.seed)}
         if path.is_file():
-            cached = load_file(str(path))["latents"]
-            if cached.shape[0] == len(self.scenes):
-                self.latents = cached
-                return cached
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                if f.metadata() == stamp:
+                    self.latents = f.get_tensor("latents")
+                    return self.latents
         out = []
         with torch.no_grad():
             for start in range(0, len(self.scenes), 32):
                 out.append(self.vae.encode(self.scenes.pixels(range(start, min(start + 32, len(self.scenes))))))
         self.latents = torch.cat(out).float()
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"latents": self.latents.contiguous()}, str(path))
+        save_file({"latents": self.latents.contiguous()}, str(path), metadata=stamp)
         return self.latents
+
+    def vae_stamp(self) -> str:
+        """A digest of the VAE's weights: cached latents of another VAE are not reused."""
+        digest = hashlib.sha256()
+        for k, v in sorted(self.vae.state_dict().items()):
+            digest.update(k.encode())
+            digest.update(v.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def micro_loss(self, step: int, micro: int) -> torch.Tensor:
         c = self.config
