@@ -200,3 +200,18 @@ def test_prompt_following_reads_a_rendered_scene_as_its_caption_and_a_blank_one_
     moved = prompt_following(render(mirrored, bm.RESOLUTION, bm.RESOLUTION), scene)
     centred = sum(s.position == "in the center" for s in scene.shapes)
     assert moved.found == len(scene.shapes) and moved.placed == centred
+
+
+def test_canny_pairs_are_the_tutorial_layout_of_other_scenes(tmp_path):
+    from lib_controlnet.train.edges import canny_map
+    from lib_controlnet.train.pairs import PairDataset
+    from lib_controlnet.train.toy.canny_pairs import PAIRS_SEED, write_canny_pairs
+
+    folder = write_canny_pairs(tmp_path / "pairs", 3)
+    data = PairDataset(folder, bm.RESOLUTION)
+    scenes = SceneSet.make(3, bm.RESOLUTION, seed=PAIRS_SEED)
+    control, target, prompt = data[2]
+    assert prompt == scenes.captions[2]
+    assert torch.equal(control, torch.from_numpy(canny_map(scenes.images[2])).permute(2, 0, 1).float() / 255)
+    assert torch.equal(((target + 1) * 127.5).round().byte(), torch.from_numpy(scenes.images[2]).permute(2, 0, 1))
+    assert scenes.captions[0] != SceneSet.make(1, bm.RESOLUTION, seed=0).captions[0]  # not the base's scenes

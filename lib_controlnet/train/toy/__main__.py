@@ -5,6 +5,9 @@ Stages, each resumable (`--resume`) and seeded:
   unet   the UNet and the text model together, on the trained VAE's latents (DIR/unet/)
   base   write the SD1.x-layout checkpoint from both (--output, default DIR/toy-shapes-sd15.safetensors)
   all    the three in turn with their default settings (the recipe), each continuing a run it finds in DIR
+  controlnet  a canny ControlNet on the base, with the package's trainer (`lib_controlnet.train`), on canny
+         pairs of other scenes it writes first (DIR/canny-pairs/, --scenes of them):
+         DIR/control_toy-shapes_sd15_canny.safetensors
   sample txt2img on held-out captions with the checkpoint (--output or DIR's): DIR/samples.png (generated
          above rendered) and how often the pictures follow their captions
 Progress goes to stderr (a line every 30 s in a log file); each stage ends with a JSON line of its figures.
@@ -21,11 +24,14 @@ from pathlib import Path
 import torch
 
 from lib_controlnet.errors import ControlNetError
+from standalone.embedded import CHECKPOINT_NAME, CONTROLNET_NAME
+
+CANNY_PAIRS = 2000
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib_controlnet.train.toy", description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=("vae", "unet", "base", "all", "sample"))
+    p.add_argument("stage", choices=("vae", "unet", "base", "all", "controlnet", "sample"))
     p.add_argument("--work-dir", type=Path, required=True)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps of this stage")
     p.add_argument("--batch-size", type=int, default=None)
@@ -92,13 +98,29 @@ def run_stage(args) -> tuple[Path, dict]:
         from .unet_training import write_base_checkpoint
 
         return write_base_checkpoint(args.work_dir, args.output), {}
+    if args.stage == "controlnet":
+        return train_canny_controlnet(args), {}
     from .base_samples import sample_report
-    from .unet_training import CHECKPOINT_NAME
 
     grid = args.work_dir / "samples.png"
     report = sample_report(args.output or args.work_dir / CHECKPOINT_NAME, grid, count=args.count,
                            steps=args.sample_steps, seed=args.seed)
     return grid, report
+
+
+def train_canny_controlnet(args) -> Path:
+    from ..trainer import ControlNetTraining, train_controlnet
+    from .base_model import RESOLUTION
+    from .canny_pairs import write_canny_pairs
+
+    data = write_canny_pairs(args.work_dir / "canny-pairs", args.scenes or CANNY_PAIRS)
+    defaults = dict(batch_size=8, lr=2e-4, steps=3000, save_every=250)
+    defaults.update(_overrides(args, ("batch_size", "lr", "steps", "save_every")))
+    config = ControlNetTraining(
+        data=data, base=args.output or args.work_dir / CHECKPOINT_NAME, output=args.work_dir / CONTROLNET_NAME,
+        resolution=RESOLUTION, sample_every=500, sample_count=4, sample_steps=20, snapshots=True,
+        cache_latents=True, precision="fp32", device="cpu", resume=args.resume, seed=args.seed, **defaults)
+    return train_controlnet(config)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from lib_controlnet.errors import InputError
+from standalone.embedded import CHECKPOINT_NAME
 
 from ..loop import Loop, LoopConfig, step_generator
 from ..schedule import NoiseSchedule
@@ -34,8 +35,6 @@ from .base_model import (
 )
 from .dataset import SceneSet
 from .vae_training import VAE_FILE, load_trained_vae
-
-CHECKPOINT_NAME = "toy-shapes-sd15.safetensors"
 
 
 @dataclass
