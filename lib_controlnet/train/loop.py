@@ -90,7 +90,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` then rename over `path`: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write(tmp)
@@ -158,13 +159,25 @@ class Loop:
     def save_state(self) -> None:
         weights = {n: p.detach().float().cpu().contiguous() for n, p in self.params.items()}
         weights.update({f"extra.{n}": t.detach().float().cpu().contiguous() for n, t in self.extra_tensors.items()})
-        _atomic(self.state_dir / "weights.safetensors", lambda p: save_file(weights, str(p)))
+        atomic_write(self.state_dir / "weights.safetensors", lambda p: save_file(weights, str(p)))
         optim = {"optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict() if self.scaler is not None else None}
-        _atomic(self.state_dir / "optimizer.pt", lambda p: torch.save(optim, p))
+        atomic_write(self.state_dir / "optimizer.pt", lambda p: torch.save(optim, p))
         progress = {"step": self.step, "loss": self.last_loss, "config": _jsonable(asdict(self.config))}
         # written last: a state folder with progress.json is complete
-        _atomic(self.state_dir / "progress.json", lambda p: p.write_text(json.dumps(progress, indent=1)))
+        atomic_write(self.state_dir / "progress.json", lambda p: p.write_text(json.dumps(progress, indent=1)))
+
+    def saved_step(self) -> int:
+        return int(json.loads((self.state_dir / "progress.json").read_text())["step"])
+
+    def continue_saved(self, resume: bool, what: str = "a run") -> None:
+        """Continue the run saved in the work folder when `resume`; without it, refuse to start over it."""
+        if not self.has_state():
+            return
+        if not resume:
+            raise InputError(f"{self.config.work_dir} holds {what} already (step {self.saved_step()}): pass --resume "
+                             "to continue it, or choose another work folder", field="work_dir")
+        self.load_state()
 
     def load_state(self) -> None:
         progress = json.loads((self.state_dir / "progress.json").read_text())

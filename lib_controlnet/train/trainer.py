@@ -257,11 +257,7 @@ class ControlNetTrainer:
     # --- the run --------------------------------------------------------------------------------------
     def train(self) -> Path:
         c = self.config
-        if self.loop.has_state():
-            if not c.resume:
-                raise InputError(f"{c.work_dir} holds a run already (step {self._saved_step()}): pass --resume to "
-                                 "continue it, or choose another work folder", field="work_dir")
-            self.loop.load_state()
+        self.loop.continue_saved(c.resume)
         if c.cache_latents:
             self.cache_latents()
         if self.loop.step >= c.steps:
@@ -269,9 +265,6 @@ class ControlNetTrainer:
             return c.output
         self.loop.run(self.micro_loss, on_save=self.on_save, on_sample=self.on_sample)
         return c.output
-
-    def _saved_step(self) -> int:
-        return json.loads((self.loop.state_dir / "progress.json").read_text())["step"]
 
 
 def train_controlnet(config: ControlNetTraining) -> Path:

@@ -15,7 +15,6 @@ metadata with `"weights": "toy-shapes"` and its native size), so every result ma
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -28,6 +27,8 @@ from standalone.embedded import TOY_NOTICE, TOY_WEIGHTS
 from standalone.text_encoder import POSITION_IDS, VIT_L14_TEXT
 from standalone.unet import V1_INFERENCE, build_unet
 from standalone.vae import V1_DDCONFIG, LatentVAE
+
+from ..loop import atomic_write
 
 RESOLUTION = 64  # the images the toy is trained on; latents are 8x8
 LATENT_FACTOR = 8
@@ -105,9 +106,6 @@ def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], info: dict 
     """Write the checkpoint atomically; floats in `dtype`, integer tensors (position ids) as they are."""
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state_dict.items()}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     # one metadata key only: safetensors writes several in a random order, and the bytes must not change
-    save_file(tensors, str(tmp), metadata={DEMO_METADATA_KEY: marker(info)})
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={DEMO_METADATA_KEY: marker(info)}))
     return path

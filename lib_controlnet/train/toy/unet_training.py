@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from lib_controlnet.errors import InputError
 from standalone.embedded import CHECKPOINT_NAME
 
-from ..loop import Loop, LoopConfig, step_generator
+from ..loop import Loop, LoopConfig, atomic_write, step_generator
 from ..schedule import NoiseSchedule
 from .base_model import (
     RESOLUTION,
@@ -169,11 +169,7 @@ class UNetTrainer:
     # --- the run --------------------------------------------------------------------------------------
     def train(self) -> Path:
         c = self.config
-        if self.loop.has_state():
-            if not c.resume:
-                raise InputError(f"{c.unet_dir} holds a UNet run already: pass --resume to continue it, or choose "
-                                 "another work folder", field="work_dir")
-            self.loop.load_state()
+        self.loop.continue_saved(c.resume, "a UNet run")
         self.cache_latents()
         if self.loop.step < c.steps:
             self.loop.run(self.micro_loss, on_step=self.update_ema, on_save=self.on_save)
@@ -188,9 +184,7 @@ class UNetTrainer:
         sd = checkpoint_state_dict(unet, self.vae, text, keep_tokens=caption_token_ids(self.tokenizer,
                                                                                         self.scenes.captions))
         path = self.config.unet_dir / "parts.safetensors"
-        tmp = path.with_name(".parts.tmp")
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp)))
         return path
 
 

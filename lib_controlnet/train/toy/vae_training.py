@@ -121,11 +121,7 @@ class VAETrainer:
 
     def train(self) -> Path:
         c = self.config
-        if self.loop.has_state():
-            if not c.resume:
-                raise InputError(f"{c.work_dir} holds a VAE run already: pass --resume to continue it, or choose "
-                                 "another work folder", field="work_dir")
-            self.loop.load_state()
+        self.loop.continue_saved(c.resume, "a VAE run")
         if self.loop.step < c.steps:
             self.loop.run(self.micro_loss)
         self.vae.eval()
