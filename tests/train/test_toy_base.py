@@ -112,15 +112,19 @@ def test_captions_are_one_chunk_of_the_hosts_tokens(scenes):
     assert len(kept) < 60  # the grammar's few words: colours, shapes, positions, "a", "on", "background"...
 
 
+@torch.no_grad()
+def held_out_loss(trainer) -> float:
+    """The mean loss of four batches of steps the short runs below never train on."""
+    return float(np.mean([float(trainer.micro_loss(1000 + k, 0)) for k in range(4)]))
+
+
 def test_vae_training_reduces_its_loss_and_is_seeded(scenes, tmp_path, one_thread):
     def run(folder, steps=4):
         trainer = VAETrainer(VAETraining(work_dir=folder, steps=steps, batch_size=2, crop=16, lr=2e-3,
                                          warmup_steps=0, save_every=100), scenes=scenes)
-        with torch.no_grad():
-            before = np.mean([float(trainer.micro_loss(1000 + k, 0)) for k in range(4)])
+        before = held_out_loss(trainer)
         trainer.loop.run(trainer.micro_loss)
-        with torch.no_grad():
-            after = np.mean([float(trainer.micro_loss(1000 + k, 0)) for k in range(4)])
+        after = held_out_loss(trainer)
         return trainer, before, after
 
     first, before, after = run(tmp_path / "a")
@@ -149,11 +153,9 @@ def test_unet_training_reduces_its_loss_and_is_seeded(scenes, tmp_path, one_thre
         trainer = UNetTrainer(UNetTraining(work_dir=folder, steps=steps, batch_size=8, lr=2e-3, warmup_steps=0,
                                            save_every=100), scenes=scenes, vae=vae)
         trainer.cache_latents()
-        with torch.no_grad():
-            before = np.mean([float(trainer.micro_loss(1000 + k, 0)) for k in range(4)])
+        before = held_out_loss(trainer)
         trainer.loop.run(trainer.micro_loss, on_step=trainer.update_ema)
-        with torch.no_grad():
-            after = np.mean([float(trainer.micro_loss(1000 + k, 0)) for k in range(4)])
+        after = held_out_loss(trainer)
         return trainer, before, after
 
     first, before, after = run(tmp_path / "a")
