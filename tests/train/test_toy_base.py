@@ -4,12 +4,14 @@ standalone host's loader; its VAE and UNet trainers learn, are seeded, and the c
 Sizes are test-sized (a few scenes, a few steps); the real run's settings are the dataclass defaults."""
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from lib_controlnet import load_control_model
 from lib_controlnet.train.toy import base_model as bm
 from lib_controlnet.train.toy.__main__ import main as toy_main
 from lib_controlnet.train.toy.dataset import SceneSet
@@ -17,7 +19,7 @@ from lib_controlnet.train.toy.unet_training import UNetTrainer, UNetTraining, pr
 from lib_controlnet.train.toy.vae_training import VAETrainer, VAETraining, normalise_latents_
 from standalone import GenerationRequest, Pipeline, load_sd_model
 from standalone.checkpoint import TEXT_PREFIX, UNET_PREFIX, VAE_PREFIX
-from standalone.embedded import TOY_NOTICE
+from standalone.embedded import TOY_NOTICE, embedded_paths
 from standalone.text_encoder import VIT_L14_TEXT
 from standalone.unet import V1_INFERENCE, build_unet, unet_config_from_shapes
 from standalone.vae import V1_DDCONFIG, LatentVAE
@@ -182,6 +184,16 @@ def test_the_command_line_runs_every_stage_into_a_loadable_checkpoint(tmp_path):
     assert model.notice == TOY_NOTICE
     parts = load_file(str(tmp_path / "toy" / "unet" / "parts.safetensors"))
     assert torch.equal(model.vae.state_dict()["quant_conv.bias"], parts[VAE_PREFIX + "quant_conv.bias"].half().float())
+    # the canny ControlNet on it, its learning curve and the copy into an embedded folder laid out as the host's
+    assert toy_main(["controlnet", *common, "--steps", "2", "--batch-size", "2", "--save-every", "1"]) == 0
+    assert toy_main(["curve", "--work-dir", work, "--count", "1", "--sample-steps", "2"]) == 0
+    curve = json.loads((tmp_path / "toy" / "curve.json").read_text())
+    assert [p["step"] for p in curve] == [0, 1, 2] and all(0 <= p["edge_f1"] <= 1 for p in curve)
+    assert (tmp_path / "toy" / "curve.png").is_file() and (tmp_path / "toy" / "canny.png").is_file()
+    assert toy_main(["embed", "--work-dir", work, "--embedded-dir", str(tmp_path / "embedded")]) == 0
+    embedded = embedded_paths(tmp_path / "embedded")
+    assert embedded.exist() and embedded.checkpoint.read_bytes() == path.read_bytes()
+    assert load_control_model(embedded.controlnet).family == "sd1"
 
 
 def test_prompt_following_reads_a_rendered_scene_as_its_caption_and_a_blank_one_as_wrong():

@@ -10,6 +10,9 @@ Stages, each resumable (`--resume`) and seeded:
          DIR/control_toy-shapes_sd15_canny.safetensors
   sample txt2img on held-out captions with the checkpoint (--output or DIR's): DIR/samples.png (generated
          above rendered) and how often the pictures follow their captions
+  curve  control adherence (edge F1 against held-out canny maps) of every ControlNet snapshot the controlnet
+         stage kept: DIR/curve.json, DIR/curve.png, and DIR/canny.png (control map, without the unit, with it)
+  embed  copy the checkpoint and the ControlNet into the standalone host's embedded folder (standalone/embedded/)
 Progress goes to stderr (a line every 30 s in a log file); each stage ends with a JSON line of its figures.
 """
 
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from lib_controlnet.errors import ControlNetError
+from lib_controlnet.errors import ControlNetError, InputError
 from standalone.embedded import CHECKPOINT_NAME, CONTROLNET_NAME
 
 CANNY_PAIRS = 2000
@@ -31,7 +34,7 @@ CANNY_PAIRS = 2000
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lib_controlnet.train.toy", description=__doc__.split("\n")[0])
-    p.add_argument("stage", choices=("vae", "unet", "base", "all", "controlnet", "sample"))
+    p.add_argument("stage", choices=("vae", "unet", "base", "all", "controlnet", "sample", "curve", "embed"))
     p.add_argument("--work-dir", type=Path, required=True)
     p.add_argument("--steps", type=int, default=None, help="optimizer steps of this stage")
     p.add_argument("--batch-size", type=int, default=None)
@@ -42,8 +45,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=None, help="base: the checkpoint to write; sample: to read")
-    p.add_argument("--count", type=int, default=16, help="sample: pictures")
+    p.add_argument("--count", type=int, default=16, help="sample, curve: pictures (scenes)")
     p.add_argument("--sample-steps", type=int, default=20, help="sample: sampler steps")
+    p.add_argument("--embedded-dir", type=Path, default=None,
+                   help="embed: the folder to copy into (default: the host's standalone/embedded/)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
@@ -100,6 +105,10 @@ def run_stage(args) -> tuple[Path, dict]:
         return write_base_checkpoint(args.work_dir, args.output), {}
     if args.stage == "controlnet":
         return train_canny_controlnet(args), {}
+    if args.stage == "curve":
+        return adherence_curve(args)
+    if args.stage == "embed":
+        return embed(args.work_dir, args.embedded_dir), {}
     from .base_samples import sample_report
 
     grid = args.work_dir / "samples.png"
@@ -121,6 +130,43 @@ def train_canny_controlnet(args) -> Path:
         resolution=RESOLUTION, sample_every=500, sample_count=4, sample_steps=20, snapshots=True,
         cache_latents=True, precision="fp32", device="cpu", resume=args.resume, seed=args.seed, **defaults)
     return train_controlnet(config)
+
+
+def adherence_curve(args) -> tuple[Path, dict]:
+    from lib_controlnet import load_control_model
+    from standalone import load_sd_model
+
+    from . import adherence
+
+    base = load_sd_model(args.output or args.work_dir / CHECKPOINT_NAME)
+    points = adherence.curve(base, controlnet_work_dir(args.work_dir) / "snapshots", count=args.count,
+                             steps=args.sample_steps, seed=args.seed)
+    adherence.write_json(points, args.work_dir / "curve.json")
+    adherence.plot_curve(points, args.work_dir / "curve.png")
+    final = adherence.measure(base, load_control_model(args.work_dir / CONTROLNET_NAME), count=args.count,
+                              steps=args.sample_steps, seed=args.seed)
+    adherence.picture_grid(final, args.work_dir / "canny.png")
+    return args.work_dir / "curve.png", {"points": points, "final": final.report()}
+
+
+def controlnet_work_dir(work_dir: Path) -> Path:
+    """Where the trainer keeps the canny ControlNet's state, samples and snapshots (its default work folder)."""
+    return work_dir / (Path(CONTROLNET_NAME).stem + "-training")
+
+
+def embed(work_dir: Path, root: Path | None = None) -> Path:
+    import shutil
+
+    from standalone.embedded import EMBEDDED_DIR, embedded_paths
+
+    target = embedded_paths(root or EMBEDDED_DIR)
+    for source, dest in ((work_dir / CHECKPOINT_NAME, target.checkpoint), (work_dir / CONTROLNET_NAME,
+                                                                           target.controlnet)):
+        if not source.is_file():
+            raise InputError(f"{source} does not exist: run stages base and controlnet first", field="work_dir")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+    return target.checkpoint.parent.parent
 
 
 if __name__ == "__main__":
