@@ -11,7 +11,8 @@ Stages, each resumable (`--resume`) and seeded:
   sample txt2img on held-out captions with the checkpoint (--output or DIR's): DIR/samples.png (generated
          above rendered) and how often the pictures follow their captions
   curve  control adherence (edge F1 against held-out canny maps) of every ControlNet snapshot the controlnet
-         stage kept: DIR/curve.json, DIR/curve.png, and DIR/canny.png (control map, without the unit, with it)
+         stage kept: DIR/curve.json, DIR/curve.png, and DIR/canny.png (control map, without the unit, with the
+         last snapshot)
   embed  copy the checkpoint and the ControlNet into the standalone host's embedded folder (standalone/embedded/)
 Progress goes to stderr (a line every 30 s in a log file); each stage ends with a JSON line of its figures.
 """
@@ -133,18 +134,15 @@ def train_canny_controlnet(args) -> Path:
 
 
 def adherence_curve(args) -> tuple[Path, dict]:
-    from lib_controlnet import load_control_model
     from standalone import load_sd_model
 
     from . import adherence
 
     base = load_sd_model(args.output or args.work_dir / CHECKPOINT_NAME)
-    points = adherence.curve(base, controlnet_work_dir(args.work_dir) / "snapshots", count=args.count,
-                             steps=args.sample_steps, seed=args.seed)
+    points, final = adherence.curve(base, controlnet_work_dir(args.work_dir) / "snapshots", count=args.count,
+                                    steps=args.sample_steps, seed=args.seed)
     adherence.write_json(points, args.work_dir / "curve.json")
     adherence.plot_curve(points, args.work_dir / "curve.png")
-    final = adherence.measure(base, load_control_model(args.work_dir / CONTROLNET_NAME), count=args.count,
-                              steps=args.sample_steps, seed=args.seed)
     adherence.picture_grid(final, args.work_dir / "canny.png")
     return args.work_dir / "curve.png", {"points": points, "final": final.report()}
 

@@ -81,17 +81,18 @@ def snapshots(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def curve(base, snapshot_dir: Path, count: int = 8, steps: int = 20, seed: int = 0) -> list[dict]:
-    """Edge F1 with each snapshot (and step 0: no unit, which is what zero convolutions give)."""
+def curve(base, snapshot_dir: Path, count: int = 8, steps: int = 20, seed: int = 0) -> tuple[list[dict], Adherence]:
+    """Edge F1 with each snapshot (and step 0: no unit, which is what zero convolutions give), and the last
+    measurement (the last snapshot is the trained file: the trainer writes both at its last save)."""
     from lib_controlnet import load_control_model
 
-    baseline = measure(base, None, count, steps, seed=seed)
-    plain = [without for _, without, _ in baseline.pictures]
-    points = [{"step": 0, **baseline.report()}]
+    last = measure(base, None, count, steps, seed=seed)
+    plain = [without for _, without, _ in last.pictures]
+    points = [{"step": 0, **last.report()}]
     for step, path in snapshots(snapshot_dir):
-        result = measure(base, load_control_model(path), count, steps, seed=seed, plain=plain)
-        points.append({"step": step, **result.report()})
-    return points
+        last = measure(base, load_control_model(path), count, steps, seed=seed, plain=plain)
+        points.append({"step": step, **last.report()})
+    return points, last
 
 
 def plot_curve(points: list[dict], path: Path) -> Path:
