@@ -171,6 +171,25 @@ def test_unet_training_reduces_its_loss_and_is_seeded(scenes, tmp_path, one_thre
     assert not torch.equal(table, bm.build_text_part().state_dict()["text_model.embeddings.token_embedding.weight"])
 
 
+def test_noisy_steps_weigh_more_up_to_the_cap_and_the_noise_offset_is_shared_per_channel(scenes, tmp_path):
+    trainer = UNetTrainer(UNetTraining(work_dir=tmp_path, steps=1, batch_size=4), scenes=scenes,
+                          vae=bm.build_vae_part().eval())
+    t = torch.tensor([0, 200, 500, 700, 999])
+    w = trainer.noise_weights(t)
+    a = trainer.schedule.alphas_cumprod[t]
+    assert w[0] == 1.0 and w[1] == 1.0  # SNR > 1: the plain eps loss
+    assert torch.allclose(w[2], ((1 - a[2]) / a[2]).float())  # 1/SNR between
+    assert w[3] == w[4] == 5.0  # the cap
+    assert torch.all(w[1:] >= w[:-1])
+    # the offset: each image's channel means spread by it on top of randn's own 1/8 (8x8 positions)
+    means = {}
+    for offset in (0.0, 0.5):
+        trainer.config.offset_noise = offset
+        means[offset] = trainer.noise((256, 4, 8, 8), torch.Generator().manual_seed(0)).mean(dim=(2, 3))
+    assert abs(float(means[0.0].std()) - 1 / 8) < 0.02
+    assert abs(float(means[0.5].std()) - (0.5**2 + 1 / 64) ** 0.5) < 0.05
+
+
 def test_the_command_line_runs_every_stage_into_a_loadable_checkpoint(tmp_path):
     work = str(tmp_path / "toy")
     common = ["--work-dir", work, "--scenes", "8", "--threads", "1"]

@@ -44,6 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=None, help="vae: training crop (px, multiple of 8)")
     p.add_argument("--whole-after", type=int, default=None, help="vae: the step from which it trains on whole images")
     p.add_argument("--save-every", type=int, default=None)
+    p.add_argument("--offset-noise", type=float, default=None, help="unet: per-channel noise offset")
+    p.add_argument("--high-noise-weight", type=float, default=None, help="unet: the noisy steps' loss weight cap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", type=Path, default=None, help="base: the checkpoint to write; sample: to read")
     p.add_argument("--count", type=int, default=16, help="sample, curve: pictures (scenes)")
@@ -98,7 +100,8 @@ def run_stage(args) -> tuple[Path, dict]:
         from .unet_training import UNetTraining, train_unet
 
         config = UNetTraining(work_dir=args.work_dir, seed=args.seed, resume=args.resume,
-                              **_overrides(args, ("steps", "batch_size", "lr", "scenes", "save_every")))
+                              **_overrides(args, ("steps", "batch_size", "lr", "scenes", "save_every",
+                                                       "offset_noise", "high_noise_weight")))
         return train_unet(config)
     if args.stage == "base":
         from .unet_training import write_base_checkpoint
