@@ -127,7 +127,7 @@ def train_canny_controlnet(args) -> Path:
     from .canny_pairs import write_canny_pairs
 
     data = write_canny_pairs(args.work_dir / "canny-pairs", args.scenes or CANNY_PAIRS)
-    defaults = dict(batch_size=8, lr=2e-4, steps=3000, save_every=250)
+    defaults = dict(batch_size=8, lr=2e-4, steps=8000, save_every=400)  # the embedded file's run
     defaults.update(_overrides(args, ("batch_size", "lr", "steps", "save_every")))
     config = ControlNetTraining(
         data=data, base=args.output or args.work_dir / CHECKPOINT_NAME, output=args.work_dir / CONTROLNET_NAME,

@@ -1,9 +1,10 @@
 """How closely the toy's generations follow a canny control map: held-out scenes, their canny maps as the unit's
 control, and the generated picture's canny edges scored against the map (`..edges.image_edge_f1`, 2 px).
 
-Each scene is generated twice with one seed, with the unit and without it, so the gain is the ControlNet's
-alone; the captions' colours are checked too (`prompt_following`). `curve` scores every snapshot the trainer
-kept, for the paper's "sudden convergence" plot.
+The scenes are coloured shapes on white, the request the acceptance test sends. Each is generated twice with
+one seed, with the unit and without it, so the gain is the ControlNet's alone; the captions' colours are
+checked too (`prompt_following`). `curve` scores every snapshot the trainer kept, for the paper's "sudden
+convergence" plot.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class Adherence:
 
 
 def control_scenes(count: int, seed: int = 0) -> SceneSet:
-    return SceneSet.make(count, RESOLUTION, seed=CONTROL_SEED + seed)
+    """Held-out scenes on white, as the acceptance request has them: coloured shapes on white (on a dark
+    background a shape the base paints in the wrong dark colour has no edge to score)."""
+    return SceneSet.on_background(count, RESOLUTION, "white", seed=CONTROL_SEED + seed)
 
 
 def measure(base, control_model, count: int = 8, steps: int = 20, cfg_scale: float = 7.0, seed: int = 0,

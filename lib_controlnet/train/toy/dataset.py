@@ -30,6 +30,17 @@ class SceneSet:
                                                                                            np.uint8)
         return cls(scenes, images)
 
+    @classmethod
+    def on_background(cls, count: int, size: int, background: str, seed: int = 0) -> SceneSet:
+        """The first `count` scenes of the seed's sequence that have `background` (the others skipped)."""
+        scenes, index = [], 0
+        while len(scenes) < count:
+            scene = scene_at(seed, index)
+            if scene.background == background:
+                scenes.append(scene)
+            index += 1
+        return cls(scenes, np.stack([render(s, size, size) for s in scenes]))
+
     def __len__(self) -> int:
         return len(self.scenes)
 
