@@ -4,9 +4,9 @@ repository (`python -m lib_controlnet.train.toy`) and shipped in `standalone/emb
 The checkpoint has SD1.x's full key layout at reduced widths; it was trained on nothing but synthetic 64x64
 scenes of flat coloured squares, circles and triangles on plain backgrounds with captions such as "a red circle
 on the left and a blue square at the top right, on a white background". Its ControlNet was trained on their
-canny maps. So the pair shows what ControlNet does - the shapes follow the control map's edges, their colours
-the prompt - and nothing more: it is not Stable Diffusion, it knows no other words or subjects, and at other
-sizes than 64x64 its pictures fall apart.
+canny maps. So the pair shows what ControlNet does - the shapes follow the control map's edges, the background
+the prompt (the shapes' own colours mostly do not) - and nothing more: it is not Stable Diffusion, it knows no
+other words or subjects, and at other sizes than 64x64 its pictures fall apart.
 
 Both files carry the demo marker (`standalone_demo` metadata, `"weights": "toy-shapes"`), so every result says
 what made it. The random-weight SD1.x demo (`demo.py`) stays available with `--demo sd15`.
