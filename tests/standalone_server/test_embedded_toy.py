@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from annotator.neural.weights import set_weights_folder, weights_folder
 from lib_controlnet.train.edges import canny_edges, canny_map, edge_f1
 from lib_controlnet.train.toy.adherence import control_scenes
 from lib_controlnet.train.toy.prompt_following import prompt_following, summary
@@ -34,9 +35,13 @@ HALF = 32
 def toy_client(tmp_path_factory):
     import httpx
 
+    before = weights_folder()  # building a service points the annotators at its folder: the package's is put back
     app = build_app(ServerConfig(models_dir=tmp_path_factory.mktemp("fresh-machine")))  # no checkpoint at all
-    with serving(app) as url, httpx.Client(base_url=url, timeout=120) as client:
-        yield client
+    try:
+        with serving(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+            yield client
+    finally:
+        set_weights_folder(before)
 
 
 def toy_unit(image: np.ndarray, **fields) -> dict:
