@@ -16,6 +16,7 @@ import pytest
 import torch
 import uvicorn
 
+from annotator.neural import weights
 from standalone import ensure_demo_models
 from standalone.server import ServerConfig, build_app
 
@@ -65,6 +66,17 @@ def app(models_dir, one_torch_thread):
 @pytest.fixture(scope="package")
 def service(app):
     return app.state.service
+
+
+@contextlib.contextmanager
+def own_app(config: ServerConfig):
+    """A module's own server app. Building a service points the annotators at its models folder (process-wide),
+    so the package's folder is put back when the module is done."""
+    saved = weights._folder
+    try:
+        yield build_app(config)
+    finally:
+        weights._folder = saved
 
 
 @contextlib.contextmanager

@@ -11,13 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotator.neural.weights import set_weights_folder, weights_folder
 from lib_controlnet.train.edges import canny_edges, canny_map, edge_f1
 from lib_controlnet.train.toy.adherence import control_scenes
 from lib_controlnet.train.toy.prompt_following import prompt_following, summary
 from standalone.embedded import CONTROLNET_NAME, TOY_INFOTEXT, embedded_paths
-from standalone.server import ServerConfig, build_app
-from tests.standalone_server.conftest import serving
+from standalone.server import ServerConfig
+from tests.standalone_server.conftest import own_app, serving
 from tests.standalone_server.server_helpers import info, ok, pixels, png_b64
 
 
@@ -35,13 +34,10 @@ HALF = 32
 def toy_client(tmp_path_factory):
     import httpx
 
-    before = weights_folder()  # building a service points the annotators at its folder: the package's is put back
-    app = build_app(ServerConfig(models_dir=tmp_path_factory.mktemp("fresh-machine")))  # no checkpoint at all
-    try:
-        with serving(app) as url, httpx.Client(base_url=url, timeout=120) as client:
-            yield client
-    finally:
-        set_weights_folder(before)
+    # no checkpoint at all
+    with own_app(ServerConfig(models_dir=tmp_path_factory.mktemp("fresh-machine"))) as app, serving(app) as url, \
+            httpx.Client(base_url=url, timeout=120) as client:
+        yield client
 
 
 def toy_unit(image: np.ndarray, **fields) -> dict:
@@ -73,7 +69,7 @@ def mean_f1(client, make_units, **kw) -> float:
     return float(np.mean([f1(generate(client, k, *make_units(k), **kw)[0], k) for k in range(len(SCENES))]))
 
 
-def test_a_canny_unit_makes_the_picture_follow_its_map_and_the_colours_follow_the_prompt(toy_client):
+def test_a_canny_unit_makes_the_picture_follow_its_map_and_the_background_follows_the_prompt(toy_client):
     without, with_unit, following = [], [], []
     for k in range(len(SCENES)):
         plain, _ = generate(toy_client, k)

@@ -23,13 +23,12 @@ import torch
 
 from annotator.neural import eva_clip as ev
 from annotator.neural import face_analysis as fa
-from annotator.neural import weights
 from annotator.neural.onnx_models import ONNXRUNTIME
-from standalone.server import ServerConfig, build_app
+from standalone.server import ServerConfig
 from tests.face_models import ArcFaceWeights, Face, arcface, designed_scrfd_outputs, scrfd
 from tests.ip_adapter_models import save, unet_widths
 from tests.pulid_models import designed_retinaface_state, eva_clip_file_state, pulid_state_dict, random_bisenet_state
-from tests.standalone_server.conftest import serving, with_sdxl_demo
+from tests.standalone_server.conftest import own_app, serving, with_sdxl_demo
 from tests.standalone_server.server_helpers import body, decode, ok, pixels, png_b64
 
 pytest.importorskip("onnxruntime")
@@ -46,28 +45,26 @@ def photo(seed: int = 1) -> np.ndarray:
 @pytest.fixture(scope="module")
 def sdxl(tmp_path_factory, one_torch_thread, sdxl_demo_files):
     models_dir = with_sdxl_demo(sdxl_demo_files, tmp_path_factory.mktemp("pulid-server-models"))
-    saved = weights._folder
-    app = build_app(ServerConfig(models_dir=models_dir, demo="sdxl"))
-    service = app.state.service
-    unet = service.checkpoint.model.unet
-    cross = unet.input_blocks[4][1].transformer_blocks[0].attn2.to_k.in_features
-    folder = service.checkpoint.controlnet_dirs[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    save(pulid_state_dict(inner=unet_widths(unet), context=cross, seed=71), folder / f"{PULID}.safetensors")
-    annotators = models_dir / "annotators"
-    pack = annotators / "insightface" / "models" / "antelopev2"
-    pack.mkdir(parents=True)
-    (pack / "scrfd_10g_bnkps.onnx").write_bytes(scrfd(designed_scrfd_outputs([FACE])))
-    (pack / "glintr100.onnx").write_bytes(arcface(ArcFaceWeights.random(seed=72)))
-    (annotators / "facexlib").mkdir()
-    torch.save(designed_retinaface_state(), annotators / "facexlib" / "detection_Resnet50_Final.pth")
-    torch.save(random_bisenet_state(seed=73), annotators / "facexlib" / "parsing_bisenet.pth")
-    (annotators / "clip_vision").mkdir()
-    torch.save(eva_clip_file_state(seed=74), annotators / "clip_vision" / ev.EVA_CLIP_FILE)
+    with own_app(ServerConfig(models_dir=models_dir, demo="sdxl")) as app:
+        service = app.state.service
+        unet = service.checkpoint.model.unet
+        cross = unet.input_blocks[4][1].transformer_blocks[0].attn2.to_k.in_features
+        folder = service.checkpoint.controlnet_dirs[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        save(pulid_state_dict(inner=unet_widths(unet), context=cross, seed=71), folder / f"{PULID}.safetensors")
+        annotators = models_dir / "annotators"
+        pack = annotators / "insightface" / "models" / "antelopev2"
+        pack.mkdir(parents=True)
+        (pack / "scrfd_10g_bnkps.onnx").write_bytes(scrfd(designed_scrfd_outputs([FACE])))
+        (pack / "glintr100.onnx").write_bytes(arcface(ArcFaceWeights.random(seed=72)))
+        (annotators / "facexlib").mkdir()
+        torch.save(designed_retinaface_state(), annotators / "facexlib" / "detection_Resnet50_Final.pth")
+        torch.save(random_bisenet_state(seed=73), annotators / "facexlib" / "parsing_bisenet.pth")
+        (annotators / "clip_vision").mkdir()
+        torch.save(eva_clip_file_state(seed=74), annotators / "clip_vision" / ev.EVA_CLIP_FILE)
 
-    with serving(app) as url, httpx.Client(base_url=url, timeout=300) as client:
-        yield client, unet, annotators
-    weights._folder = saved  # the package's server reads its own annotator folder again
+        with serving(app) as url, httpx.Client(base_url=url, timeout=300) as client:
+            yield client, unet, annotators
 
 
 def pulid_unit(module: str = "ip-adapter_pulid", image=None, **fields) -> dict:

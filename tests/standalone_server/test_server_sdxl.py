@@ -10,13 +10,12 @@ import httpx
 import numpy as np
 import pytest
 
-from annotator.neural import weights
 from standalone import DEMO_NOTICE, ensure_demo_models
-from standalone.server import ServerConfig, build_app
+from standalone.server import ServerConfig
 from standalone.server.notice import NOTICE_HEADER
 from standalone.server.payload import translate
 from standalone.server.schemas import Txt2ImgBody
-from tests.standalone_server.conftest import serving, with_sdxl_demo
+from tests.standalone_server.conftest import own_app, serving, with_sdxl_demo
 from tests.standalone_server.server_helpers import body, decode, gradient, info, ok, pixels, png_b64, square
 
 SDXL_CONTROLNET = "demo-random-weights-controlnet-sdxl"
@@ -36,9 +35,8 @@ def sdxl_app(tmp_path_factory, one_torch_thread, sdxl_demo_files):
     sd15 = ensure_demo_models(models_dir).controlnet
     (models_dir / "ControlNet").mkdir()
     shutil.copy(sd15, models_dir / "ControlNet" / sd15.name)
-    saved = weights._folder  # building a server points the annotators at its folder: the package's afterwards
-    yield build_app(ServerConfig(models_dir=models_dir, demo="sdxl"))
-    weights._folder = saved
+    with own_app(ServerConfig(models_dir=models_dir, demo="sdxl")) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
