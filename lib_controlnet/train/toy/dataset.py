@@ -24,11 +24,14 @@ class SceneSet:
     images: np.ndarray  # N x H x W x 3 uint8
 
     @classmethod
-    def make(cls, count: int, size: int, seed: int = 0) -> SceneSet:
-        scenes = [scene_at(seed, i) for i in range(count)]
+    def of(cls, scenes: list[Scene], size: int) -> SceneSet:
         images = np.stack([render(s, size, size) for s in scenes]) if scenes else np.zeros((0, size, size, 3),
                                                                                            np.uint8)
         return cls(scenes, images)
+
+    @classmethod
+    def make(cls, count: int, size: int, seed: int = 0) -> SceneSet:
+        return cls.of([scene_at(seed, i) for i in range(count)], size)
 
     @classmethod
     def on_background(cls, count: int, size: int, background: str, seed: int = 0) -> SceneSet:
@@ -39,7 +42,7 @@ class SceneSet:
             if scene.background == background:
                 scenes.append(scene)
             index += 1
-        return cls(scenes, np.stack([render(s, size, size) for s in scenes]))
+        return cls.of(scenes, size)
 
     def __len__(self) -> int:
         return len(self.scenes)
